@@ -1,0 +1,1 @@
+//! echoc: client modes (filled in by its issue).

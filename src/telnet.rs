@@ -1,0 +1,1 @@
+//! Telnet command filtering (filled in by its issue).
