@@ -1,0 +1,371 @@
+//! Options and limits, with their defaults and the reason for each.
+//!
+//! Everything the daemon can be told lives in [`Config`]. Every limit has a default
+//! that is safe on a small machine and a defined behaviour when a client reaches it
+//! (see `docs/PROTOCOL.md`). [`parse_args`] turns a command line into a [`Command`];
+//! it never exits the process itself, so it can be unit-tested.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use lexopt::ValueExt;
+
+/// The address we listen on when no `--listen` is given: loopback only, because
+/// binding all interfaces should always be an explicit choice.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8888";
+
+/// The greeting sent to every client in line mode.
+pub const DEFAULT_BANNER: &str = "Welcome to the server. Type something and hit enter";
+
+/// The bytes put in front of every echoed line.
+pub const DEFAULT_PREFIX: &str = "OK...";
+
+/// How the daemon treats the bytes a client sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Split input on `\n` and answer each line with prefix + line (the tutorial protocol).
+    Line,
+    /// Plain echo (RFC 862): no banner, no prefix, no framing.
+    Raw,
+}
+
+/// Everything the server needs to run. Built by [`parse_args`] or by hand in tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Addresses to listen on. Several may be given (IPv4 and IPv6 side by side).
+    pub listen: Vec<SocketAddr>,
+    /// The real `listen()` backlog. mio's own `bind` uses 128, which makes a burst of
+    /// connects stall for a second on SYN retransmits; 1024 absorbs a tester's burst.
+    pub backlog: u32,
+    /// Bytes sent first to every client (line mode only). Empty means no banner.
+    pub banner: Vec<u8>,
+    /// Bytes put before every echoed line.
+    pub prefix: Vec<u8>,
+    /// Line protocol or plain echo.
+    pub mode: Mode,
+    /// Strip telnet commands from the input and answer negotiation (`--telnet`).
+    pub telnet: bool,
+    /// Longest line we buffer, in bytes, not counting its `\n`. A longer line ends the
+    /// connection with `ERR line too long`: it bounds the input buffer of each client.
+    pub max_line: usize,
+    /// Most reply bytes we hold for a client that is not reading. At the limit we stop
+    /// reading from it, so TCP flow control pushes back on the sender instead of our memory.
+    pub max_pending: usize,
+    /// Most clients served at once. One more gets `ERR server busy` and is closed.
+    /// Clamped at start-up to what the file descriptor limit allows.
+    pub max_connections: usize,
+    /// Close a client that neither sent nor received a byte for this long (`None` = never).
+    pub idle_timeout: Option<Duration>,
+    /// How long a shutdown waits for clients to take their last replies.
+    pub drain_timeout: Duration,
+    /// Log level from `--log-level`; `None` means "use `RUST_LOG`, else info".
+    pub log_level: Option<log::LevelFilter>,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            listen: vec![DEFAULT_LISTEN.parse().expect("the default address parses")],
+            backlog: 1024,
+            banner: line_with_newline(DEFAULT_BANNER),
+            prefix: DEFAULT_PREFIX.as_bytes().to_vec(),
+            mode: Mode::Line,
+            telnet: false,
+            max_line: 65536,
+            max_pending: 65536,
+            max_connections: 10_000,
+            idle_timeout: Some(Duration::from_secs(300)),
+            drain_timeout: Duration::from_secs(5),
+            log_level: None,
+        }
+    }
+}
+
+/// What the command line asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Run the daemon with this configuration.
+    Run(Config),
+    /// Print [`usage`] and exit 0.
+    Help,
+    /// Print the version and exit 0.
+    Version,
+}
+
+/// A command line we cannot use, with a one-line reason (the caller exits 2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArgError(pub String);
+
+impl fmt::Display for ArgError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<lexopt::Error> for ArgError {
+    fn from(e: lexopt::Error) -> ArgError {
+        ArgError(e.to_string())
+    }
+}
+
+/// The `--help` text: every flag with its default.
+pub fn usage() -> String {
+    let d = Config::default();
+    format!(
+        "echod {version}: a line-echo TCP daemon on one readiness loop
+
+Usage: echod [OPTIONS]
+
+Options:
+  --listen ADDR          address to listen on, repeatable; IPv6 in brackets [{listen}]
+  --backlog N            listen() backlog [{backlog}]
+  --banner TEXT          greeting sent on connect, a newline is added; empty = none
+                         [{banner}]
+  --prefix TEXT          bytes before every echoed line [{prefix}]
+  --raw                  plain echo (RFC 862): no banner, no prefix, no framing
+  --telnet               strip telnet commands, refuse negotiation, escape 0xFF
+  --max-line BYTES       longest line, without its newline [{max_line}]
+  --max-pending BYTES    reply bytes held per client before we stop reading it [{max_pending}]
+  --max-connections N    clients served at once, capped by the fd limit [{max_conn}]
+  --idle-timeout SECS    close clients silent this long, 0 = never [{idle}]
+  --drain-timeout SECS   longest wait for clients on SIGINT/SIGTERM [{drain}]
+  --log-level LEVEL      error|warn|info|debug|trace [info, or RUST_LOG]
+  -h, --help             print this help
+  -V, --version          print the version
+",
+        version = env!("CARGO_PKG_VERSION"),
+        listen = DEFAULT_LISTEN,
+        backlog = d.backlog,
+        banner = DEFAULT_BANNER,
+        prefix = DEFAULT_PREFIX,
+        max_line = d.max_line,
+        max_pending = d.max_pending,
+        max_conn = d.max_connections,
+        idle = d.idle_timeout.map_or(0, |t| t.as_secs()),
+        drain = d.drain_timeout.as_secs(),
+    )
+}
+
+/// Parses the daemon's arguments (without the program name).
+pub fn parse_args<I>(args: I) -> Result<Command, ArgError>
+where
+    I: IntoIterator,
+    I::Item: Into<OsString>,
+{
+    use lexopt::prelude::*;
+
+    let mut config = Config::default();
+    let mut listen = Vec::new();
+    let mut banner_given = false;
+    let mut parser = lexopt::Parser::from_args(args);
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Short('h') | Long("help") => return Ok(Command::Help),
+            Short('V') | Long("version") => return Ok(Command::Version),
+            Long("listen") => listen.push(parse_addr(&text(&mut parser)?)?),
+            Long("backlog") => config.backlog = number(&mut parser, "--backlog", 1)?,
+            Long("banner") => {
+                config.banner = line_with_newline(&text(&mut parser)?);
+                banner_given = true;
+            }
+            Long("prefix") => config.prefix = text(&mut parser)?.into_bytes(),
+            Long("raw") => config.mode = Mode::Raw,
+            Long("telnet") => config.telnet = true,
+            Long("max-line") => config.max_line = number(&mut parser, "--max-line", 1)?,
+            Long("max-pending") => config.max_pending = number(&mut parser, "--max-pending", 1)?,
+            Long("max-connections") => {
+                config.max_connections = number(&mut parser, "--max-connections", 1)?
+            }
+            Long("idle-timeout") => {
+                let secs: u64 = number(&mut parser, "--idle-timeout", 0)?;
+                config.idle_timeout = (secs > 0).then(|| Duration::from_secs(secs));
+            }
+            Long("drain-timeout") => {
+                config.drain_timeout =
+                    Duration::from_secs(number(&mut parser, "--drain-timeout", 0)?)
+            }
+            Long("log-level") => {
+                let level = text(&mut parser)?;
+                config.log_level = Some(level.parse().map_err(|_| {
+                    ArgError(format!(
+                        "invalid --log-level '{level}': expected error, warn, info, debug or trace"
+                    ))
+                })?);
+            }
+            _ => return Err(arg.unexpected().into()),
+        }
+    }
+    if !listen.is_empty() {
+        config.listen = listen;
+    }
+    if config.mode == Mode::Raw {
+        if banner_given {
+            return Err(ArgError("--banner makes no sense with --raw".into()));
+        }
+        // Raw mode is RFC 862 echo: the client gets back exactly what it sent.
+        config.banner.clear();
+    }
+    if config.mode == Mode::Raw && config.telnet {
+        return Err(ArgError("--telnet and --raw cannot be combined".into()));
+    }
+    Ok(Command::Run(config))
+}
+
+/// The banner is given as text; on the wire it is a line, so it ends in `\n`.
+fn line_with_newline(text: &str) -> Vec<u8> {
+    if text.is_empty() {
+        return Vec::new();
+    }
+    let mut line = text.as_bytes().to_vec();
+    line.push(b'\n');
+    line
+}
+
+/// The value of the option just seen, as UTF-8 text.
+fn text(parser: &mut lexopt::Parser) -> Result<String, ArgError> {
+    Ok(parser.value()?.string()?)
+}
+
+/// The value of the option just seen, as a number of at least `min`.
+fn number<T>(parser: &mut lexopt::Parser, flag: &str, min: T) -> Result<T, ArgError>
+where
+    T: std::str::FromStr + PartialOrd + fmt::Display,
+{
+    let value = text(parser)?;
+    match value.parse::<T>() {
+        Ok(n) if n >= min => Ok(n),
+        _ => Err(ArgError(format!(
+            "invalid value '{value}' for {flag}: expected a whole number of at least {min}"
+        ))),
+    }
+}
+
+/// `IP:PORT`, with IPv6 addresses in brackets. Names are refused on purpose: what a
+/// name resolves to can change, and the address we bind should be an explicit choice.
+fn parse_addr(value: &str) -> Result<SocketAddr, ArgError> {
+    value.parse().map_err(|_| {
+        ArgError(format!(
+            "invalid --listen address '{value}': expected IP:PORT, e.g. 127.0.0.1:8888 or [::1]:8888"
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str]) -> Result<Config, ArgError> {
+        match parse_args(args.iter().copied())? {
+            Command::Run(config) => Ok(config),
+            other => panic!("expected Run, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_match_the_protocol() {
+        let c = run(&[]).unwrap();
+        assert_eq!(c.listen, vec!["127.0.0.1:8888".parse().unwrap()]);
+        assert_eq!(
+            c.banner,
+            b"Welcome to the server. Type something and hit enter\n"
+        );
+        assert_eq!(c.prefix, b"OK...");
+        assert_eq!((c.max_line, c.max_pending, c.backlog), (65536, 65536, 1024));
+        assert_eq!(c.max_connections, 10_000);
+        assert_eq!(c.idle_timeout, Some(Duration::from_secs(300)));
+        assert_eq!(c.drain_timeout, Duration::from_secs(5));
+        assert_eq!(c.mode, Mode::Line);
+    }
+
+    #[test]
+    fn listen_is_repeatable_and_takes_ipv6() {
+        let c = run(&["--listen", "127.0.0.1:0", "--listen", "[::1]:9000"]).unwrap();
+        assert_eq!(c.listen.len(), 2);
+        assert!(c.listen[1].is_ipv6());
+    }
+
+    #[test]
+    fn every_flag_is_parsed() {
+        let c = run(&[
+            "--backlog=7",
+            "--banner",
+            "hello",
+            "--prefix",
+            ">",
+            "--telnet",
+            "--max-line",
+            "10",
+            "--max-pending",
+            "20",
+            "--max-connections",
+            "5",
+            "--idle-timeout",
+            "0",
+            "--drain-timeout",
+            "1",
+            "--log-level",
+            "debug",
+        ])
+        .unwrap();
+        assert_eq!(c.backlog, 7);
+        assert_eq!(c.banner, b"hello\n");
+        assert_eq!(c.prefix, b">");
+        assert!(c.telnet);
+        assert_eq!((c.max_line, c.max_pending, c.max_connections), (10, 20, 5));
+        assert_eq!(c.idle_timeout, None);
+        assert_eq!(c.drain_timeout, Duration::from_secs(1));
+        assert_eq!(c.log_level, Some(log::LevelFilter::Debug));
+    }
+
+    #[test]
+    fn empty_banner_means_none_and_raw_has_none() {
+        assert!(run(&["--banner", ""]).unwrap().banner.is_empty());
+        let raw = run(&["--raw"]).unwrap();
+        assert_eq!(raw.mode, Mode::Raw);
+        assert!(raw.banner.is_empty());
+    }
+
+    #[test]
+    fn bad_flags_give_one_line_reasons() {
+        for bad in [
+            &["--listen", "localhost:80"][..],
+            &["--listen", "1.2.3.4"],
+            &["--max-line", "0"],
+            &["--max-line", "-3"],
+            &["--backlog", "many"],
+            &["--log-level", "loud"],
+            &["--nope"],
+            &["--listen"],
+            &["--raw", "--telnet"],
+            &["--raw", "--banner", "x"],
+        ] {
+            let err = run(bad).expect_err(&format!("{bad:?} should fail"));
+            assert!(!err.0.is_empty() && !err.0.contains('\n'), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn help_and_version() {
+        assert_eq!(parse_args(["--help"]).unwrap(), Command::Help);
+        assert_eq!(parse_args(["-V"]).unwrap(), Command::Version);
+        let help = usage();
+        for flag in [
+            "--listen",
+            "--backlog",
+            "--banner",
+            "--prefix",
+            "--raw",
+            "--telnet",
+            "--max-line",
+            "--max-pending",
+            "--max-connections",
+            "--idle-timeout",
+            "--drain-timeout",
+            "--log-level",
+        ] {
+            assert!(help.contains(flag), "help lacks {flag}");
+        }
+    }
+}

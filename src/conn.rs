@@ -1,0 +1,560 @@
+//! One client's state machine: bytes in, reply bytes and decisions out. No sockets here.
+//!
+//! A [`Connection`] never touches the network and never reads a clock. The reactor
+//! ([`crate::server`]) feeds it what a socket delivered ([`Connection::handle_input`],
+//! [`Connection::handle_read_closed`]), asks what to send ([`Connection::poll_output`]),
+//! tells it how much the socket took ([`Connection::advance_output`]), and asks whether it
+//! may read more ([`Connection::wants_read`]) or should close ([`Connection::is_closed`]).
+//! Because of that, every edge case below is tested with plain byte slices, split at every
+//! offset, without a network.
+//!
+//! # Buffers and limits
+//!
+//! We keep two buffers, both empty (and unallocated) while there is nothing in them, so
+//! that an idle connection costs only the size of this struct:
+//! - `input`: bytes received but not yet answered. Normally just a partial line, at most
+//!   [`Protocol::max_line`] bytes. When replies cannot be queued (the client is not reading)
+//!   it also holds the complete lines still waiting for room: the *backlog*. We stop reading
+//!   while there is a backlog, so it is at most one read's worth.
+//! - `output`: reply bytes the socket has not taken yet. A reply is queued only while
+//!   `output` is empty or the reply fits under [`Protocol::max_pending`], so `output` never
+//!   exceeds `max(max_pending, one reply)`.
+//!
+//! # States
+//!
+//! ```text
+//! Open ──EOF / shutdown──▶ Finishing ──all answered──▶ Flushing ──output sent──▶ Closed
+//!  │                                                      ▲  │  (peer's FIN already seen)
+//!  └──line too long / idle timeout────────────────────────┘  └──▶ Lingering ──EOF──▶ Closed
+//! any state ──I/O error──▶ Closed
+//! ```
+
+use std::fmt;
+
+use crate::config::{Config, Mode};
+use crate::line;
+use crate::telnet;
+
+/// The message sent before closing a client whose line exceeds `--max-line`.
+pub const ERR_LINE_TOO_LONG: &[u8] = b"ERR line too long\n";
+/// The message sent before closing a client that was silent for `--idle-timeout`.
+pub const ERR_IDLE_TIMEOUT: &[u8] = b"ERR idle timeout\n";
+/// The message sent (by the reactor, before any state exists) to a client over `--max-connections`.
+pub const ERR_SERVER_BUSY: &[u8] = b"ERR server busy\n";
+
+/// The rules every connection follows, shared by all of them.
+///
+/// We pass this to each call instead of storing it in every connection: the prefix and
+/// the banner are the same for all clients, and per-connection memory is what limits
+/// how many clients one process can hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Protocol {
+    /// Line protocol or plain echo.
+    pub mode: Mode,
+    /// Sent once when the connection opens (already telnet-escaped in telnet mode).
+    pub banner: Vec<u8>,
+    /// Put before every echoed line (already telnet-escaped in telnet mode).
+    pub prefix: Vec<u8>,
+    /// Filter telnet commands out of the input and escape 0xFF in replies.
+    pub telnet: bool,
+    /// The longest line we accept, not counting its `\n`.
+    pub max_line: usize,
+    /// The most reply bytes we queue before we stop reading from this client.
+    pub max_pending: usize,
+}
+
+impl Protocol {
+    /// The rules described by a [`Config`].
+    pub fn from_config(config: &Config) -> Protocol {
+        let escape = |bytes: &[u8]| {
+            if config.telnet {
+                let mut escaped = Vec::with_capacity(bytes.len());
+                telnet::escape_iac(bytes, &mut escaped);
+                escaped
+            } else {
+                bytes.to_vec()
+            }
+        };
+        let is_line = config.mode == Mode::Line;
+        Protocol {
+            mode: config.mode,
+            banner: if is_line {
+                escape(&config.banner)
+            } else {
+                Vec::new()
+            },
+            prefix: if is_line {
+                escape(&config.prefix)
+            } else {
+                Vec::new()
+            },
+            telnet: config.telnet,
+            max_line: config.max_line,
+            max_pending: config.max_pending,
+        }
+    }
+}
+
+impl Default for Protocol {
+    fn default() -> Protocol {
+        Protocol::from_config(&Config::default())
+    }
+}
+
+/// Where a connection is in its life. See the module docs for the diagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Reading input and answering every complete line.
+    Open,
+    /// Input has ended (the client's FIN, or the server is shutting down): we answer what
+    /// is still buffered, the final unterminated fragment too, and read nothing more.
+    Finishing,
+    /// Nothing more will be answered: we send the output that is left.
+    Flushing,
+    /// Our output is sent and our FIN is out; we read and discard until the client's FIN,
+    /// so that closing with unread data does not turn our FIN into a RST (which could
+    /// destroy the last replies before the client reads them).
+    Lingering,
+    /// Done: the reactor closes the socket and frees the slot.
+    Closed,
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// Why a connection ended (for the logs and the counters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client half-closed and got every reply.
+    ClientClosed,
+    /// A line exceeded `--max-line`.
+    LineTooLong,
+    /// The client was silent for `--idle-timeout`.
+    IdleTimeout,
+    /// The server shut down (SIGINT/SIGTERM) and answered everything first.
+    Shutdown,
+    /// The drain timeout expired before the client took its replies.
+    DrainTimeout,
+    /// The socket failed: a reset, or another I/O error.
+    Error,
+}
+
+impl CloseReason {
+    /// Every reason, in the order the counters print them.
+    pub const ALL: [CloseReason; 6] = [
+        CloseReason::ClientClosed,
+        CloseReason::LineTooLong,
+        CloseReason::IdleTimeout,
+        CloseReason::Shutdown,
+        CloseReason::DrainTimeout,
+        CloseReason::Error,
+    ];
+
+    /// A short name for logs and counters.
+    pub fn name(self) -> &'static str {
+        match self {
+            CloseReason::ClientClosed => "client_closed",
+            CloseReason::LineTooLong => "line_too_long",
+            CloseReason::IdleTimeout => "idle_timeout",
+            CloseReason::Shutdown => "shutdown",
+            CloseReason::DrainTimeout => "drain_timeout",
+            CloseReason::Error => "error",
+        }
+    }
+}
+
+/// One client's protocol state and buffers. See the module docs.
+#[derive(Debug)]
+pub struct Connection {
+    /// Where we are in the connection's life.
+    state: State,
+    /// Why we are closing, once we know.
+    reason: Option<CloseReason>,
+    /// The client's FIN has been seen: after our own FIN we can close at once.
+    peer_eof: bool,
+    /// `input` holds complete lines that are waiting for room in `output`. While it does
+    /// we stop reading, which is what bounds `input`.
+    backlog: bool,
+    /// Received bytes not yet answered: a partial line, plus the backlog if any.
+    input: Vec<u8>,
+    /// Reply bytes not yet taken by the socket start at `output[sent..]`.
+    output: Vec<u8>,
+    /// How much of `output` the socket has already taken.
+    sent: usize,
+    /// The telnet command filter, only in telnet mode (boxed: most servers never use it).
+    telnet: Option<Box<telnet::Decoder>>,
+    /// Lines answered so far.
+    lines: u64,
+}
+
+impl Connection {
+    /// A new connection with its banner queued.
+    pub fn new(p: &Protocol) -> Connection {
+        Connection {
+            state: State::Open,
+            reason: None,
+            peer_eof: false,
+            backlog: false,
+            input: Vec::new(),
+            output: p.banner.clone(),
+            sent: 0,
+            telnet: p.telnet.then(Box::default),
+            lines: 0,
+        }
+    }
+
+    /// Where the connection is in its life.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// Why the connection is closing, once that is decided.
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        self.reason
+    }
+
+    /// How many lines (or raw chunks) have been answered.
+    pub fn lines(&self) -> u64 {
+        self.lines
+    }
+
+    /// How many bytes are buffered in total (input + output): what this client costs us
+    /// beyond the fixed size of the struct.
+    pub fn buffered(&self) -> usize {
+        self.input.len() + self.pending()
+    }
+
+    /// True when the reactor should read from the socket. False while replies pile up
+    /// (backpressure) and once input has ended. Reading resumes when
+    /// [`Connection::advance_output`] makes room: the reactor must then read on its own,
+    /// since an edge-triggered poll will not report data that was already there.
+    pub fn wants_read(&self, p: &Protocol) -> bool {
+        match self.state {
+            State::Open => !self.backlog && self.pending() < p.max_pending,
+            State::Lingering => true,
+            _ => false,
+        }
+    }
+
+    /// True when input has been read up to the client's FIN.
+    pub fn peer_closed(&self) -> bool {
+        self.peer_eof
+    }
+
+    /// True when the connection is done and the socket should be closed.
+    pub fn is_closed(&self) -> bool {
+        self.state == State::Closed
+    }
+
+    /// The bytes to send next (empty when there is nothing to send).
+    pub fn poll_output(&self) -> &[u8] {
+        &self.output[self.sent..]
+    }
+
+    /// Records that the socket took `n` bytes of [`Connection::poll_output`]. Freed room
+    /// lets backlogged lines be answered, so more output may appear.
+    pub fn advance_output(&mut self, p: &Protocol, n: usize) {
+        debug_assert!(n <= self.pending());
+        self.sent += n;
+        if self.sent == self.output.len() {
+            // Give the memory back: an idle connection should own no heap at all.
+            self.output = Vec::new();
+            self.sent = 0;
+        }
+        if self.backlog || self.state == State::Finishing {
+            self.answer_buffered(p);
+        }
+        self.check_flushed();
+    }
+
+    /// Feeds bytes the socket delivered.
+    pub fn handle_input(&mut self, p: &Protocol, data: &[u8]) {
+        match self.state {
+            State::Open => {}
+            // We are on our way out: input after that point is read only to be dropped.
+            _ => return,
+        }
+        match self.telnet.take() {
+            None => self.feed(p, data),
+            Some(mut decoder) => {
+                let mut answers = Vec::new();
+                decoder.decode(data, &mut answers, |event| match event {
+                    telnet::Event::Data(bytes) => self.feed(p, bytes),
+                    telnet::Event::EraseLine => self.erase_partial_line(),
+                });
+                self.telnet = Some(decoder);
+                // Negotiation answers jump the queue of line replies: they are few and
+                // small (at most one per option, see the telnet module), and the client
+                // may be waiting for them before it shows anything.
+                self.output.extend_from_slice(&answers);
+            }
+        }
+        self.check_flushed();
+    }
+
+    /// The client's FIN arrived (a read returned 0).
+    pub fn handle_read_closed(&mut self, p: &Protocol) {
+        self.peer_eof = true;
+        match self.state {
+            State::Open => self.finish_input(p, CloseReason::ClientClosed),
+            State::Lingering => self.set_state(State::Closed),
+            _ => {}
+        }
+    }
+
+    /// The server is shutting down. The reactor has read everything the client already
+    /// sent; we answer it all (and the final fragment) and then close.
+    pub fn handle_shutdown(&mut self, p: &Protocol) {
+        if self.state == State::Open {
+            self.finish_input(p, CloseReason::Shutdown);
+        }
+    }
+
+    /// The connection's deadline passed: nothing was read or written for the idle
+    /// timeout (or, while lingering, the client never sent its FIN).
+    pub fn handle_timeout(&mut self) {
+        match self.state {
+            State::Open => {
+                self.discard_input();
+                self.output.extend_from_slice(ERR_IDLE_TIMEOUT);
+                self.reason = Some(CloseReason::IdleTimeout);
+                self.set_state(State::Flushing);
+            }
+            // On the way out and stuck: the client is not taking its replies.
+            State::Finishing | State::Flushing => {
+                self.reason = Some(CloseReason::IdleTimeout);
+                self.set_state(State::Closed);
+            }
+            // Everything was sent; the missing FIN changes nothing for the client.
+            State::Lingering => self.set_state(State::Closed),
+            State::Closed => {}
+        }
+    }
+
+    /// The shutdown's drain timeout passed: close now, whatever is left unsent.
+    pub fn handle_drain_timeout(&mut self) {
+        match self.state {
+            State::Closed => {}
+            // Lingering clients already have every reply: their reason stays `Shutdown`.
+            State::Lingering => self.set_state(State::Closed),
+            _ => {
+                self.reason = Some(CloseReason::DrainTimeout);
+                self.set_state(State::Closed);
+            }
+        }
+    }
+
+    /// The socket failed (reset, or another I/O error): nothing more can be sent.
+    pub fn handle_error(&mut self) {
+        self.reason = Some(CloseReason::Error);
+        self.set_state(State::Closed);
+    }
+
+    /// Reply bytes waiting for the socket.
+    fn pending(&self) -> usize {
+        self.output.len() - self.sent
+    }
+
+    /// Can a reply of `len` bytes be queued now?
+    fn has_room(&self, p: &Protocol, len: usize) -> bool {
+        let pending = self.pending();
+        pending == 0 || pending + len <= p.max_pending
+    }
+
+    /// Takes new plain input (after telnet filtering).
+    fn feed(&mut self, p: &Protocol, data: &[u8]) {
+        if self.state != State::Open || data.is_empty() {
+            return;
+        }
+        if self.backlog {
+            // No room for replies: keep the bytes in order behind the waiting lines.
+            self.input.extend_from_slice(data);
+            return;
+        }
+        if p.mode == Mode::Raw {
+            // Without a backlog, raw mode has nothing buffered: echo what fits straight
+            // from `data` and keep only the rest.
+            let used = self.answer_raw(p, data);
+            self.input.extend_from_slice(&data[used..]);
+            self.backlog = !self.input.is_empty();
+            return;
+        }
+        // Fast path: `input` holds at most a partial line, so the next `\n` can only be
+        // in `data`. We never rescan the partial line, so a line trickling in one byte
+        // at a time costs O(n), not O(n²).
+        let Some(first) = line::line_len(data) else {
+            if self.input.len() + data.len() > p.max_line {
+                return self.fail_line_too_long();
+            }
+            return self.input.extend_from_slice(data);
+        };
+        let line_len = self.input.len() + first;
+        if line_len - 1 > p.max_line {
+            return self.fail_line_too_long();
+        }
+        if !self.has_room(p, line::reply_len(&p.prefix, line_len)) {
+            self.input.extend_from_slice(data);
+            self.backlog = true;
+            return;
+        }
+        let partial = std::mem::take(&mut self.input);
+        self.push_reply(p, &partial, &data[..first]);
+        let rest = &data[first..];
+        let used = self.answer_lines(p, rest);
+        if self.state == State::Open {
+            self.input.extend_from_slice(&rest[used..]);
+            self.backlog = line::line_len(&self.input).is_some();
+        }
+    }
+
+    /// Answers what `input` holds, as far as output room allows.
+    fn answer_buffered(&mut self, p: &Protocol) {
+        let input = std::mem::take(&mut self.input);
+        let used = match p.mode {
+            Mode::Line => self.answer_lines(p, &input),
+            Mode::Raw => self.answer_raw(p, &input),
+        };
+        if matches!(self.state, State::Open | State::Finishing) {
+            let rest = &input[used..];
+            self.backlog = match p.mode {
+                Mode::Line => line::line_len(rest).is_some(),
+                Mode::Raw => !rest.is_empty(),
+            };
+            if used == input.len() {
+                // Give the memory back as soon as nothing is waiting.
+            } else if used == 0 {
+                self.input = input;
+            } else {
+                self.input = rest.to_vec();
+            }
+        }
+        if self.state == State::Finishing && !self.backlog {
+            self.answer_final_fragment(p);
+        }
+    }
+
+    /// Answers complete lines from `buf` while there is room; returns the bytes used.
+    /// A partial line at the end is left for the caller (unless it is already too long).
+    fn answer_lines(&mut self, p: &Protocol, buf: &[u8]) -> usize {
+        let mut used = 0;
+        while let Some(len) = line::line_len(&buf[used..]) {
+            if len - 1 > p.max_line {
+                self.fail_line_too_long();
+                return buf.len();
+            }
+            if !self.has_room(p, line::reply_len(&p.prefix, len)) {
+                return used;
+            }
+            self.push_reply(p, &[], &buf[used..used + len]);
+            used += len;
+        }
+        if buf.len() - used > p.max_line {
+            self.fail_line_too_long();
+            return buf.len();
+        }
+        used
+    }
+
+    /// Raw mode: echo as much of `buf` as fits; returns the bytes used.
+    fn answer_raw(&mut self, p: &Protocol, buf: &[u8]) -> usize {
+        let room = if self.pending() == 0 {
+            p.max_pending
+        } else {
+            p.max_pending.saturating_sub(self.pending())
+        };
+        let n = room.min(buf.len());
+        if n > 0 {
+            self.output.extend_from_slice(&buf[..n]);
+            self.lines += 1;
+        }
+        n
+    }
+
+    /// Queues `prefix` + `head` + `tail`: the reply to one line whose first bytes were
+    /// buffered (`head`) and whose end just arrived (`tail`).
+    fn push_reply(&mut self, p: &Protocol, head: &[u8], tail: &[u8]) {
+        self.lines += 1;
+        if p.telnet {
+            self.output.extend_from_slice(&p.prefix);
+            telnet::escape_iac(head, &mut self.output);
+            telnet::escape_iac(tail, &mut self.output);
+        } else {
+            line::push_reply(&mut self.output, &p.prefix, head);
+            self.output.extend_from_slice(tail);
+        }
+    }
+
+    /// Input has ended: answer what is buffered, then flush.
+    fn finish_input(&mut self, p: &Protocol, reason: CloseReason) {
+        self.reason = Some(reason);
+        self.set_state(State::Finishing);
+        self.answer_buffered(p);
+        self.check_flushed();
+    }
+
+    /// In `Finishing` with no complete line left: answer the unterminated fragment, if
+    /// any, with no newline added ("nothing received is left unanswered").
+    fn answer_final_fragment(&mut self, p: &Protocol) {
+        if p.mode == Mode::Line && !self.input.is_empty() {
+            if !self.has_room(p, line::reply_len(&p.prefix, self.input.len())) {
+                self.backlog = true;
+                return;
+            }
+            let fragment = std::mem::take(&mut self.input);
+            self.push_reply(p, &fragment, &[]);
+        }
+        self.set_state(State::Flushing);
+    }
+
+    /// Telnet IP/AO/BRK: drop the partial line (complete lines stay answered or queued).
+    fn erase_partial_line(&mut self) {
+        let keep = line::complete_len(&self.input);
+        self.input.truncate(keep);
+        if self.input.is_empty() {
+            self.input = Vec::new();
+        }
+    }
+
+    /// A line is over the limit: earlier lines are already answered (or queued); we say
+    /// why, stop reading, and close once the output is out.
+    fn fail_line_too_long(&mut self) {
+        self.discard_input();
+        // The error goes after everything already queued, whatever the room: the client
+        // must learn why it is being closed, and the message is tiny.
+        self.output.extend_from_slice(ERR_LINE_TOO_LONG);
+        self.reason = Some(CloseReason::LineTooLong);
+        self.set_state(State::Flushing);
+    }
+
+    /// Drops unanswered input (we are closing for a reason of our own).
+    fn discard_input(&mut self) {
+        self.input = Vec::new();
+        self.backlog = false;
+    }
+
+    /// In `Flushing` with nothing left to send: close, or linger for the client's FIN.
+    fn check_flushed(&mut self) {
+        if self.state == State::Flushing && self.pending() == 0 {
+            let next = if self.peer_eof {
+                State::Closed
+            } else {
+                State::Lingering
+            };
+            self.set_state(next);
+        }
+    }
+
+    /// Every transition goes through here, so a trace log shows the whole life.
+    fn set_state(&mut self, next: State) {
+        if self.state != next {
+            log::trace!("connection state {} => {}", self.state, next);
+            self.state = next;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

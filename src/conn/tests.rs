@@ -1,0 +1,427 @@
+//! The connection state machine driven by hand: no sockets, every split offset.
+
+use super::*;
+use proptest::prelude::*;
+
+const BANNER: &[u8] = b"Welcome to the server. Type something and hit enter\n";
+
+fn proto() -> Protocol {
+    Protocol::default()
+}
+
+fn small(max_line: usize, max_pending: usize) -> Protocol {
+    Protocol {
+        max_line,
+        max_pending,
+        ..proto()
+    }
+}
+
+/// Takes everything the connection wants to send, as a client that always reads would.
+fn drain(p: &Protocol, c: &mut Connection) -> Vec<u8> {
+    let mut got = Vec::new();
+    loop {
+        let out = c.poll_output();
+        if out.is_empty() {
+            return got;
+        }
+        got.extend_from_slice(out);
+        let n = out.len();
+        c.advance_output(p, n);
+    }
+}
+
+/// Feeds `chunks` one by one (draining after each), then EOF if asked; returns all output.
+fn run(p: &Protocol, chunks: &[&[u8]], eof: bool) -> (Vec<u8>, Connection) {
+    let mut c = Connection::new(p);
+    let mut got = drain(p, &mut c);
+    for chunk in chunks {
+        c.handle_input(p, chunk);
+        got.extend(drain(p, &mut c));
+    }
+    if eof {
+        c.handle_read_closed(p);
+        got.extend(drain(p, &mut c));
+    }
+    (got, c)
+}
+
+/// What the protocol says the output must be for `input` (line mode, no limits hit).
+fn expected(p: &Protocol, input: &[u8], eof: bool) -> Vec<u8> {
+    let mut want = p.banner.clone();
+    let mut rest = input;
+    while let Some(len) = line::line_len(rest) {
+        want.extend_from_slice(&p.prefix);
+        want.extend_from_slice(&rest[..len]);
+        rest = &rest[len..];
+    }
+    if eof && !rest.is_empty() {
+        want.extend_from_slice(&p.prefix);
+        want.extend_from_slice(rest);
+    }
+    want
+}
+
+mod open {
+    use super::*;
+
+    #[test]
+    fn banner_comes_first_then_one_reply_per_line() {
+        let p = proto();
+        let (got, c) = run(&p, &[b"hi\n"], false);
+        assert_eq!(got, [BANNER, b"OK...hi\n"].concat());
+        assert_eq!(c.state(), State::Open);
+        assert!(c.wants_read(&p));
+        assert_eq!(c.lines(), 1);
+    }
+
+    #[test]
+    fn crlf_empty_lines_and_odd_bytes_are_echoed_exactly() {
+        let p = proto();
+        let (got, _) = run(&p, &[b"hi\r\n\n\0\xff\xfe bin\n"], false);
+        assert_eq!(
+            got,
+            [BANNER, b"OK...hi\r\nOK...\nOK...\0\xff\xfe bin\n"].concat()
+        );
+    }
+
+    #[test]
+    fn no_banner_when_it_is_empty() {
+        let p = Protocol {
+            banner: Vec::new(),
+            ..proto()
+        };
+        assert_eq!(run(&p, &[b"x\n"], false).0, b"OK...x\n");
+    }
+
+    #[test]
+    fn every_split_offset_gives_the_same_replies() {
+        let p = proto();
+        let inputs: [&[u8]; 5] = [
+            b"hello\nworld\r\n\nlast",
+            b"\n\n\n",
+            b"a\0b\xff\nc",
+            b"one line only\n",
+            b"",
+        ];
+        for input in inputs {
+            for eof in [false, true] {
+                let want = expected(&p, input, eof);
+                for i in 0..=input.len() {
+                    let (a, b) = input.split_at(i);
+                    assert_eq!(run(&p, &[a, b], eof).0, want, "{input:?} split at {i}");
+                    for j in i..=input.len() {
+                        let parts = [&input[..i], &input[i..j], &input[j..]];
+                        assert_eq!(run(&p, &parts, eof).0, want, "{input:?} at {i},{j}");
+                    }
+                }
+                let bytes: Vec<&[u8]> = input.chunks(1).collect();
+                assert_eq!(run(&p, &bytes, eof).0, want, "{input:?} byte by byte");
+            }
+        }
+    }
+
+    #[test]
+    fn a_partial_line_costs_only_its_bytes_and_is_freed_when_answered() {
+        let p = proto();
+        let (_, mut c) = run(&p, &[b"abc"], false);
+        assert_eq!(c.buffered(), 3);
+        c.handle_input(&p, b"\n");
+        drain(&p, &mut c);
+        assert_eq!(c.buffered(), 0);
+        assert_eq!(c.input.capacity(), 0, "input buffer freed");
+        assert_eq!(c.output.capacity(), 0, "output buffer freed");
+    }
+}
+
+mod limits {
+    use super::*;
+
+    #[test]
+    fn a_line_of_exactly_max_line_is_fine() {
+        let p = small(4, 1024);
+        let (got, c) = run(&p, &[b"abcd\n"], false);
+        assert_eq!(got, [BANNER, b"OK...abcd\n"].concat());
+        assert_eq!(c.state(), State::Open);
+    }
+
+    #[test]
+    fn a_longer_line_gets_earlier_replies_then_the_error() {
+        let p = small(4, 1024);
+        for input in [&b"ok\nabcde\nnever\n"[..], b"ok\nabcde", b"ok\nabcdefghij"] {
+            for i in 0..=input.len() {
+                let (a, b) = input.split_at(i);
+                let (got, c) = run(&p, &[a, b], false);
+                assert_eq!(got, [BANNER, b"OK...ok\n", ERR_LINE_TOO_LONG].concat());
+                assert_eq!(c.state(), State::Lingering, "{input:?} at {i}");
+                assert_eq!(c.close_reason(), Some(CloseReason::LineTooLong));
+                assert!(c.wants_read(&p), "lingering reads (and drops) until FIN");
+            }
+        }
+    }
+
+    #[test]
+    fn an_overlong_partial_line_is_refused_before_its_newline_arrives() {
+        let p = small(4, 1024);
+        let (got, c) = run(&p, &[b"abc", b"de"], false);
+        assert_eq!(got, [BANNER, ERR_LINE_TOO_LONG].concat());
+        assert_eq!(c.buffered(), 0);
+    }
+
+    #[test]
+    fn after_the_error_input_is_dropped_and_fin_closes() {
+        let p = small(4, 1024);
+        let (_, mut c) = run(&p, &[b"toolong\n"], false);
+        c.handle_input(&p, b"more\n");
+        assert!(c.poll_output().is_empty());
+        c.handle_read_closed(&p);
+        assert!(c.is_closed());
+        assert_eq!(c.close_reason(), Some(CloseReason::LineTooLong));
+    }
+}
+
+mod backpressure {
+    use super::*;
+
+    /// A client that sends but never reads: output stops at the limit, reads stop,
+    /// and nothing is lost once it reads again.
+    #[test]
+    fn reads_stop_at_the_limit_and_resume_below_it() {
+        let p = Protocol {
+            banner: Vec::new(),
+            ..small(64, 32)
+        };
+        let mut c = Connection::new(&p);
+        let input: Vec<u8> = (0..100)
+            .flat_map(|i| format!("line{i:03}\n").into_bytes())
+            .collect();
+        let mut fed = 0;
+        while c.wants_read(&p) && fed < input.len() {
+            let end = (fed + 10).min(input.len());
+            c.handle_input(&p, &input[fed..end]);
+            fed = end;
+            assert!(
+                c.poll_output().len() <= 32,
+                "output stays under max_pending"
+            );
+        }
+        assert!(
+            fed < input.len(),
+            "reads stopped before all input was taken"
+        );
+        assert!(!c.wants_read(&p));
+        // The client reads a little: room opens, queued lines are answered, reads resume.
+        let mut got = Vec::new();
+        while fed < input.len() || !c.poll_output().is_empty() {
+            let out = c.poll_output();
+            let n = out.len().min(7);
+            got.extend_from_slice(&out[..n]);
+            c.advance_output(&p, n);
+            assert!(c.poll_output().len() <= 32);
+            if c.wants_read(&p) && fed < input.len() {
+                let end = (fed + 10).min(input.len());
+                c.handle_input(&p, &input[fed..end]);
+                fed = end;
+            }
+        }
+        assert_eq!(got, expected(&p, &input, false));
+    }
+
+    #[test]
+    fn one_reply_bigger_than_the_limit_still_goes_out() {
+        let p = small(100, 8);
+        let (got, _) = run(&p, &[b"a line longer than eight\n"], false);
+        assert_eq!(got, [BANNER, b"OK...a line longer than eight\n"].concat());
+    }
+
+    #[test]
+    fn eof_with_a_backlog_answers_everything_then_closes() {
+        let p = Protocol {
+            banner: Vec::new(),
+            ..small(64, 8)
+        };
+        let mut c = Connection::new(&p);
+        c.handle_input(&p, b"a\nb\nc\nfrag");
+        assert!(!c.wants_read(&p));
+        c.handle_read_closed(&p);
+        assert_eq!(c.state(), State::Finishing);
+        let got = drain(&p, &mut c);
+        assert_eq!(got, b"OK...a\nOK...b\nOK...c\nOK...frag");
+        assert!(c.is_closed());
+        assert_eq!(c.close_reason(), Some(CloseReason::ClientClosed));
+    }
+}
+
+mod finishing {
+    use super::*;
+
+    #[test]
+    fn eof_answers_the_fragment_without_adding_a_newline() {
+        let p = proto();
+        let (got, c) = run(&p, &[b"a\nfrag"], true);
+        assert_eq!(got, [BANNER, b"OK...a\nOK...frag"].concat());
+        assert!(c.is_closed(), "peer FIN seen: no lingering");
+    }
+
+    #[test]
+    fn eof_without_a_fragment_just_closes() {
+        let p = proto();
+        let (got, c) = run(&p, &[b"a\n"], true);
+        assert_eq!(got, [BANNER, b"OK...a\n"].concat());
+        assert!(c.is_closed());
+        assert_eq!(c.close_reason(), Some(CloseReason::ClientClosed));
+    }
+
+    #[test]
+    fn shutdown_answers_everything_then_lingers_for_the_fin() {
+        let p = proto();
+        let mut c = Connection::new(&p);
+        c.handle_input(&p, b"one\ntwo");
+        c.handle_shutdown(&p);
+        assert!(!c.wants_read(&p) || c.state() == State::Lingering);
+        let got = drain(&p, &mut c);
+        assert_eq!(got, [BANNER, b"OK...one\nOK...two"].concat());
+        assert_eq!(c.state(), State::Lingering);
+        c.handle_read_closed(&p);
+        assert!(c.is_closed());
+        assert_eq!(c.close_reason(), Some(CloseReason::Shutdown));
+    }
+
+    #[test]
+    fn the_drain_timeout_closes_a_client_that_does_not_read() {
+        let p = small(64, 8);
+        let mut c = Connection::new(&p);
+        c.handle_input(&p, b"a\nb\n");
+        c.handle_shutdown(&p);
+        c.handle_drain_timeout();
+        assert!(c.is_closed());
+        assert_eq!(c.close_reason(), Some(CloseReason::DrainTimeout));
+    }
+}
+
+mod timeouts {
+    use super::*;
+
+    #[test]
+    fn idle_timeout_says_why_then_lingers() {
+        let p = proto();
+        let (_, mut c) = run(&p, &[b"partial"], false);
+        c.handle_timeout();
+        assert_eq!(c.state(), State::Flushing);
+        assert_eq!(drain(&p, &mut c), ERR_IDLE_TIMEOUT);
+        assert_eq!(c.state(), State::Lingering);
+        c.handle_timeout();
+        assert!(c.is_closed());
+        assert_eq!(c.close_reason(), Some(CloseReason::IdleTimeout));
+    }
+
+    #[test]
+    fn a_client_stuck_while_flushing_is_closed_on_the_next_timeout() {
+        let p = small(4, 1024);
+        let (_, mut c) = run(&p, &[], false);
+        c.handle_input(&p, b"toolong");
+        assert_eq!(c.state(), State::Flushing);
+        c.handle_timeout();
+        assert!(c.is_closed());
+    }
+
+    #[test]
+    fn errors_close_at_once() {
+        let p = proto();
+        let mut c = Connection::new(&p);
+        c.handle_error();
+        assert!(c.is_closed());
+        assert_eq!(c.close_reason(), Some(CloseReason::Error));
+    }
+}
+
+mod raw {
+    use super::*;
+
+    fn raw(max_pending: usize) -> Protocol {
+        Protocol::from_config(&Config {
+            mode: Mode::Raw,
+            banner: Vec::new(),
+            max_pending,
+            ..Config::default()
+        })
+    }
+
+    #[test]
+    fn bytes_come_back_as_they_are_without_banner_or_prefix() {
+        let p = raw(1024);
+        let (got, c) = run(&p, &[b"no newline", b"\xff\0\n"], true);
+        assert_eq!(got, b"no newline\xff\0\n");
+        assert!(c.is_closed());
+    }
+
+    #[test]
+    fn raw_mode_obeys_the_pending_limit() {
+        let p = raw(4);
+        let mut c = Connection::new(&p);
+        c.handle_input(&p, b"0123456789");
+        assert_eq!(c.poll_output(), b"0123");
+        assert!(!c.wants_read(&p));
+        assert_eq!(drain(&p, &mut c), b"0123456789");
+        assert!(c.wants_read(&p));
+    }
+}
+
+/// The per-connection struct is what an idle client costs: keep it small.
+#[test]
+fn an_idle_connection_is_small() {
+    assert!(
+        std::mem::size_of::<Connection>() <= 112,
+        "Connection grew to {} bytes",
+        std::mem::size_of::<Connection>()
+    );
+}
+
+proptest! {
+    /// Random input, cut into random segments and read by a client that takes random
+    /// amounts, gives exactly the replies of one big read (with small limits, so that
+    /// backpressure and backlog paths run too).
+    #[test]
+    fn segmentation_and_partial_writes_never_change_the_replies(
+        input in proptest::collection::vec(prop_oneof![Just(b'\n'), Just(b'\r'), any::<u8>()], 0..400),
+        cuts in proptest::collection::vec(1usize..40, 1..50),
+        takes in proptest::collection::vec(1usize..50, 1..50),
+        eof in any::<bool>(),
+    ) {
+        let p = small(1000, 24);
+        let mut c = Connection::new(&p);
+        let (mut fed, mut cut, mut take) = (0, 0, 0);
+        let mut got = Vec::new();
+        loop {
+            let out = c.poll_output();
+            prop_assert!(out.len() <= 24.max(p.prefix.len() + 1001) + BANNER.len());
+            if !out.is_empty() {
+                let n = out.len().min(takes[take % takes.len()]);
+                take += 1;
+                got.extend_from_slice(&out[..n]);
+                c.advance_output(&p, n);
+            } else if fed < input.len() && c.wants_read(&p) {
+                let end = (fed + cuts[cut % cuts.len()]).min(input.len());
+                cut += 1;
+                c.handle_input(&p, &input[fed..end]);
+                fed = end;
+            } else if fed < input.len() {
+                prop_assert!(false, "stalled: nothing to send and not reading");
+            } else {
+                break;
+            }
+            if fed < input.len() && c.wants_read(&p) && take % 3 == 0 {
+                let end = (fed + cuts[cut % cuts.len()]).min(input.len());
+                cut += 1;
+                c.handle_input(&p, &input[fed..end]);
+                fed = end;
+            }
+        }
+        if eof {
+            c.handle_read_closed(&p);
+            got.extend(drain(&p, &mut c));
+            prop_assert!(c.is_closed());
+        }
+        prop_assert_eq!(got, expected(&p, &input, eof));
+    }
+}

@@ -1,0 +1,684 @@
+//! The reactor: the only module that touches mio. One `Poll`, one thread, one loop.
+//!
+//! Where the blocking tutorial has `accept()` in a loop and a thread per client that sits
+//! in `recv()`, we ask the kernel one question, "which sockets are ready?" (`poll`), and
+//! for each ready socket do as much work as it allows without waiting:
+//!
+//! - a **listener** is readable: accept connections until `WouldBlock`;
+//! - a **connection** is readable: read into the shared scratch buffer until `WouldBlock`
+//!   and hand the bytes to its [`Connection`] state machine;
+//! - a connection has output: write it until `WouldBlock` or until it is all sent;
+//! - the **signal** pipe is readable: start the drain, log the counters, …;
+//! - the poll **timeout** passed: a connection's deadline is due.
+//!
+//! Each socket is registered once, for READABLE and WRITABLE, edge-triggered: the kernel
+//! reports a change of readiness once, and it is our job to use it up. That costs no
+//! `epoll_ctl` calls while the connection lives, but it sets a trap: if we stop reading
+//! *before* `WouldBlock` (because the client's replies pile up, or because it used its
+//! fair share of this turn), no new event will ever come for the bytes already waiting.
+//! We remember that in [`Entry::can_read`] and come back to the connection ourselves.
+//!
+//! Connections close in exactly one place, [`Server::reap`], at the end of an event batch
+//! (see [`crate::slots`] for why not earlier).
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::time::{Duration, Instant};
+
+use log::{debug, error, info, warn};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+use signal_hook_mio::v1_0::Signals;
+
+use crate::config::Config;
+use crate::conn::{CloseReason, Connection, Protocol, State, ERR_SERVER_BUSY};
+use crate::net::{self, accept_transient, interrupted, out_of_fds, would_block};
+use crate::slots::Slots;
+use crate::stats::Stats;
+use crate::timers::Timers;
+
+/// The signal pipe's token. Connection tokens are slab keys, counted up from 0, so the
+/// top of the token space is free for the few non-connection sources.
+const SIGNALS: Token = Token(usize::MAX - 1);
+
+/// Listener `i` has token `LISTENER_BASE - i`.
+const LISTENER_BASE: usize = usize::MAX - 2;
+
+/// One read buffer for all connections. A read fills it, the state machine copies out
+/// only what it must keep (a partial line), and the next connection reuses it. 64 KiB
+/// matches the default socket buffer, so one read usually empties the socket.
+const SCRATCH_SIZE: usize = 64 * 1024;
+
+/// Fairness: at most this many reads per connection per turn of the loop, so that one
+/// client sending at full speed cannot starve the others. The connection then goes on
+/// the `ready` list and is served again after the others had their turn.
+const READS_PER_TURN: usize = 16;
+
+/// How long we wait for a client's FIN after sending ours (see [`State::Lingering`]).
+const LINGER: Duration = Duration::from_secs(2);
+
+/// While out of file descriptors we retry `accept` this often (and whenever one of our
+/// own connections closes). See [`Server::accept_all`].
+const ACCEPT_RETRY: Duration = Duration::from_millis(250);
+
+/// File descriptors kept free for the listeners, the poll and signal descriptors, stdio,
+/// and the short-lived socket we accept to tell a client it is refused.
+const FD_RESERVE: u64 = 32;
+
+/// A connection as the loop sees it: the socket, the protocol state, and the readiness
+/// and deadline bookkeeping that only the loop needs.
+#[derive(Debug)]
+struct Entry {
+    /// The socket, non-blocking, registered once for READABLE | WRITABLE.
+    stream: TcpStream,
+    /// The protocol state machine and its buffers.
+    conn: Connection,
+    /// The socket may hold unread bytes: set by a readable event, cleared only by a read
+    /// that says `WouldBlock` (or implies it, see [`Server::read_some`]). While this is
+    /// set and we are not reading, *we* owe the connection a visit: no event will come.
+    can_read: bool,
+    /// The client's FIN has been reported, so a short read does not prove the socket is
+    /// empty: the EOF is still waiting to be read.
+    fin_reported: bool,
+    /// The socket may take more bytes: set by a writable event, cleared by `WouldBlock`
+    /// or a short write. Saves a `write` that would only fail while the client is slow.
+    can_write: bool,
+    /// Already on the `ready` list.
+    queued: bool,
+    /// `shutdown(Write)` done (we entered `Lingering`).
+    write_shut: bool,
+    /// Unique for the life of the process, to tell a reused slab key from the old one.
+    serial: u64,
+    /// When this connection times out, unless activity pushes it back.
+    deadline: Option<Instant>,
+    /// The deadline of this connection's one live entry in [`Timers`].
+    armed: Option<Instant>,
+    /// The client's address, for the logs.
+    peer: SocketAddr,
+    /// Bytes read from this client.
+    bytes_in: u64,
+    /// Bytes written to this client.
+    bytes_out: u64,
+}
+
+/// The daemon: listeners, signals, connections, deadlines and counters, all owned by
+/// one loop.
+pub struct Server {
+    /// The kernel's readiness queue (epoll on Linux).
+    poll: Poll,
+    /// Open listeners (emptied when the drain starts).
+    listeners: Vec<TcpListener>,
+    /// SIGINT, SIGTERM, SIGHUP and SIGUSR1, delivered as readiness of a pipe.
+    signals: Signals,
+    /// Every connection, by token.
+    conns: Slots<Entry>,
+    /// The rules all connections share.
+    protocol: Protocol,
+    /// Clients served at once (after clamping to the fd limit).
+    max_connections: usize,
+    /// `--idle-timeout`.
+    idle_timeout: Option<Duration>,
+    /// `--drain-timeout`.
+    drain_timeout: Duration,
+    /// The shared read buffer.
+    scratch: Box<[u8]>,
+    /// Connection deadlines.
+    timers: Timers,
+    /// Connections we owe a visit: readable data left unread by the fairness budget.
+    ready: Vec<usize>,
+    /// Counters.
+    stats: Stats,
+    /// Set when SIGINT/SIGTERM started the drain: when it must end.
+    drain_deadline: Option<Instant>,
+    /// A second SIGINT/SIGTERM: leave now.
+    exit_now: bool,
+    /// Out of file descriptors: accepting resumes at this time (or on a close).
+    accept_retry: Option<Instant>,
+    /// The serial for the next connection.
+    next_serial: u64,
+    /// The time of the current loop turn (one clock read per batch, not per event).
+    now: Instant,
+}
+
+impl std::fmt::Debug for Server {
+    // Written by hand: the signal source does not implement Debug.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("listeners", &self.listeners)
+            .field("connections", &self.conns.len())
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// Binds every listener and prepares the loop; nothing is accepted until [`Server::run`].
+    ///
+    /// An error names the address that failed, for the operator.
+    pub fn bind(config: &Config) -> io::Result<Server> {
+        let poll = Poll::new()?;
+        let mut listeners = Vec::new();
+        for (i, &addr) in config.listen.iter().enumerate() {
+            let mut listener = net::listen(addr, config.backlog)
+                .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+            poll.registry().register(
+                &mut listener,
+                Token(LISTENER_BASE - i),
+                Interest::READABLE,
+            )?;
+            listeners.push(listener);
+        }
+        let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1])?;
+        poll.registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)?;
+        Ok(Server {
+            poll,
+            listeners,
+            signals,
+            conns: Slots::new(),
+            protocol: Protocol::from_config(config),
+            max_connections: clamp_to_fd_limit(config.max_connections),
+            idle_timeout: config.idle_timeout,
+            drain_timeout: config.drain_timeout,
+            scratch: vec![0; SCRATCH_SIZE].into_boxed_slice(),
+            timers: Timers::new(),
+            ready: Vec::new(),
+            stats: Stats::default(),
+            drain_deadline: None,
+            exit_now: false,
+            accept_retry: None,
+            next_serial: 0,
+            now: Instant::now(),
+        })
+    }
+
+    /// The addresses really bound (port 0 replaced by the port the kernel chose).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
+    }
+
+    /// The most clients served at once, after clamping to the file descriptor limit.
+    pub fn max_connections(&self) -> usize {
+        self.max_connections
+    }
+
+    /// Runs the loop until a signal's drain completes. Returns the final counters.
+    pub fn run(mut self) -> io::Result<Stats> {
+        for addr in self.local_addrs() {
+            info!("listening on {addr}");
+        }
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let timeout = self.poll_timeout();
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if interrupted(&e) {
+                    // A signal landed during epoll_wait; its handler already wrote to the
+                    // signal pipe, so the next poll reports it. Not an error.
+                    continue;
+                }
+                return Err(e);
+            }
+            self.now = Instant::now();
+            for event in events.iter() {
+                match event.token() {
+                    SIGNALS => self.handle_signals(),
+                    Token(t) if t > LISTENER_BASE - self.listeners.len() => {
+                        self.accept_all(LISTENER_BASE - t)
+                    }
+                    Token(key) => self.handle_event(key, event),
+                }
+            }
+            self.serve_ready();
+            self.expire_timers();
+            self.retry_accept_if_due();
+            self.reap();
+            if self.exit_now || (self.drain_deadline.is_some() && self.conns.is_empty()) {
+                info!("{}", self.stats.summary(self.conns.len()));
+                return Ok(self.stats);
+            }
+        }
+    }
+
+    /// How long `poll` may sleep: until the next deadline, or not at all when we owe a
+    /// connection a visit. `None` (sleep until an event) when nothing is due, so an idle
+    /// server makes no wakeups at all.
+    fn poll_timeout(&self) -> Option<Duration> {
+        if !self.ready.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let next = [
+            self.timers.next_deadline(),
+            self.drain_deadline,
+            self.accept_retry,
+        ]
+        .into_iter()
+        .flatten()
+        .min()?;
+        // Round up to the next millisecond: epoll counts whole milliseconds, and waking
+        // a hair early would only spin once more.
+        let wait = next.saturating_duration_since(Instant::now());
+        Some(wait + Duration::from_micros(999))
+    }
+
+    /// A connection's socket changed readiness.
+    fn handle_event(&mut self, key: usize, event: &mio::event::Event) {
+        // A retired or vacant key: the connection closed earlier in this batch.
+        let Some(entry) = self.conns.get_mut(key) else {
+            return;
+        };
+        if event.is_readable() || event.is_read_closed() || event.is_error() {
+            entry.can_read = true;
+        }
+        if event.is_read_closed() || event.is_error() {
+            entry.fin_reported = true;
+        }
+        if event.is_writable() || event.is_write_closed() || event.is_error() {
+            entry.can_write = true;
+        }
+        self.drive(key);
+    }
+
+    /// Does all the work a connection's readiness allows: read, answer, write, repeat
+    /// while writing freed room for more reading. Then applies the state machine's
+    /// decisions (shut down our side, retire the connection).
+    fn drive(&mut self, key: usize) {
+        let Some(entry) = self.conns.get_mut(key) else {
+            return;
+        };
+        let p = &self.protocol;
+        let clock = Clock {
+            now: self.now,
+            idle: self.idle_timeout,
+        };
+        let lines_before = entry.conn.lines();
+        let mut reads = 0;
+        loop {
+            while entry.can_read && entry.conn.wants_read(p) && reads < READS_PER_TURN {
+                reads += 1;
+                read_some(entry, p, &mut self.scratch, &mut self.stats, clock);
+            }
+            if self.drain_deadline.is_some() && !entry.can_read {
+                // Draining: everything the client had sent is read; answer it and end.
+                entry.conn.handle_shutdown(p);
+            }
+            write_all(entry, p, &mut self.stats, clock);
+            // Writing may have made room: read again if the socket still has data.
+            let more = entry.can_read && entry.conn.wants_read(p);
+            if !more || reads >= READS_PER_TURN {
+                if more && !entry.queued {
+                    // Used its fair share: come back after the others.
+                    entry.queued = true;
+                    self.ready.push(key);
+                }
+                break;
+            }
+        }
+        self.stats.lines += entry.conn.lines() - lines_before;
+        if entry.conn.state() == State::Lingering && !entry.write_shut {
+            // All replies are out: send our FIN now, then wait (bounded) for theirs.
+            entry.write_shut = true;
+            if entry.stream.shutdown(Shutdown::Write).is_err() {
+                entry.conn.handle_error();
+            }
+            let linger_until = self.now + LINGER;
+            entry.deadline = Some(entry.deadline.map_or(linger_until, |d| d.min(linger_until)));
+        }
+        if entry.conn.is_closed() {
+            self.conns.retire(key);
+        } else {
+            arm_timer(&mut self.timers, key, entry);
+        }
+    }
+
+    /// Serves the connections that were left with unread data by the fairness budget.
+    fn serve_ready(&mut self) {
+        for key in std::mem::take(&mut self.ready) {
+            if let Some(entry) = self.conns.get_mut(key) {
+                entry.queued = false;
+                self.drive(key);
+            }
+        }
+    }
+
+    /// Fires the deadlines that are due.
+    fn expire_timers(&mut self) {
+        if let Some(deadline) = self.drain_deadline {
+            if self.now >= deadline {
+                warn!("drain timeout: closing {} connections", self.conns.len());
+                for key in self.conns.live_keys() {
+                    if let Some(entry) = self.conns.get_mut(key) {
+                        entry.conn.handle_drain_timeout();
+                    }
+                    self.conns.retire(key);
+                }
+                return;
+            }
+        }
+        while let Some(timer) = self.timers.pop_due(self.now) {
+            let Some(entry) = self.conns.get_mut(timer.key) else {
+                continue;
+            };
+            if entry.serial != timer.serial || entry.armed != Some(timer.at) {
+                continue; // A stale entry: its connection is gone or re-armed since.
+            }
+            entry.armed = None;
+            match entry.deadline {
+                Some(deadline) if deadline <= self.now => {
+                    entry.deadline = self.idle_timeout.map(|t| self.now + t);
+                    entry.conn.handle_timeout();
+                    self.drive(timer.key);
+                }
+                // Activity pushed the deadline back since this entry was scheduled.
+                _ => arm_timer(&mut self.timers, timer.key, entry),
+            }
+        }
+    }
+
+    /// A listener is readable: accept every waiting connection.
+    ///
+    /// Out of file descriptors, `accept` fails with EMFILE and the connection stays in
+    /// the kernel's queue. Edge-triggered, the listener will not be reported again for
+    /// it, so we must come back ourselves. We chose a retry deadline over the classic
+    /// "spare descriptor" trick: the spare trick accepts and closes the waiting client
+    /// (it is turned away), while a retry lets it wait in the queue and be served as
+    /// soon as a descriptor is free. We retry when one of our connections closes, and
+    /// every [`ACCEPT_RETRY`] in case descriptors were freed elsewhere (ENFILE). The
+    /// warning is logged once per episode, not once per attempt.
+    fn accept_all(&mut self, index: usize) {
+        loop {
+            let Some(listener) = self.listeners.get(index) else {
+                return;
+            };
+            match listener.accept() {
+                Ok((stream, peer)) => {
+                    if self.accept_retry.take().is_some() {
+                        info!("file descriptors available again: accepting");
+                    }
+                    self.admit(stream, peer);
+                }
+                Err(e) if would_block(&e) => return,
+                Err(e) if interrupted(&e) => continue,
+                Err(e) if out_of_fds(&e) => {
+                    if self.accept_retry.is_none() {
+                        warn!(
+                            "out of file descriptors ({e}) with {} connections: \
+                             new clients wait in the queue",
+                            self.conns.len()
+                        );
+                    }
+                    self.accept_retry = Some(self.now + ACCEPT_RETRY);
+                    return;
+                }
+                Err(e) if accept_transient(&e) => debug!("accept: {e}"),
+                Err(e) => {
+                    // Unknown: do not spin on it; the next new connection retries.
+                    error!("accept failed: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Retries accepting after EMFILE when its deadline is due.
+    fn retry_accept_if_due(&mut self) {
+        if self.accept_retry.is_some_and(|t| t <= self.now) {
+            self.accept_retry = Some(self.now + ACCEPT_RETRY);
+            for i in 0..self.listeners.len() {
+                self.accept_all(i);
+            }
+        }
+    }
+
+    /// Takes a freshly accepted socket: refuse it if we are full, else register it and
+    /// send the banner at once (a new socket is writable; no need to wait for the event).
+    fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr) {
+        if self.conns.len() >= self.max_connections {
+            self.stats.refused_busy += 1;
+            info!(
+                "refused {peer}: server busy ({} connections)",
+                self.conns.len()
+            );
+            // A fresh socket's send buffer is empty, so this short write cannot block.
+            // Then FIN, and close.
+            let _ = stream.write(ERR_SERVER_BUSY);
+            let _ = stream.shutdown(Shutdown::Write);
+            return;
+        }
+        // Lines are answered one write at a time; Nagle would hold small replies back.
+        if let Err(e) = stream.set_nodelay(true) {
+            debug!("TCP_NODELAY on {peer}: {e}");
+        }
+        let key = self.conns.vacant_key();
+        if let Err(e) = self.poll.registry().register(
+            &mut stream,
+            Token(key),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            warn!("cannot register {peer}: {e}");
+            return;
+        }
+        info!("Connected with {peer}");
+        self.stats.accepted += 1;
+        self.next_serial += 1;
+        let entry = Entry {
+            stream,
+            conn: Connection::new(&self.protocol),
+            can_read: false,
+            fin_reported: false,
+            can_write: true,
+            queued: false,
+            write_shut: false,
+            serial: self.next_serial,
+            deadline: self.idle_timeout.map(|t| self.now + t),
+            armed: None,
+            peer,
+            bytes_in: 0,
+            bytes_out: 0,
+        };
+        let inserted = self.conns.insert(entry);
+        debug_assert_eq!(inserted, key);
+        if self.drain_deadline.is_some() {
+            // Accepted during the drain's first sweep: read what it sent, then finish.
+            if let Some(entry) = self.conns.get_mut(key) {
+                entry.can_read = true;
+            }
+        }
+        self.drive(key);
+    }
+
+    /// Handles every pending signal.
+    fn handle_signals(&mut self) {
+        let signals: Vec<i32> = self.signals.pending().collect();
+        for signal in signals {
+            match signal {
+                SIGINT | SIGTERM if self.drain_deadline.is_some() => {
+                    warn!("second shutdown signal: exiting now");
+                    self.exit_now = true;
+                }
+                SIGINT | SIGTERM => self.start_drain(signal),
+                SIGHUP => info!("SIGHUP ignored (echod has no configuration to reload)"),
+                SIGUSR1 => info!("{}", self.stats.summary(self.conns.len())),
+                _ => {}
+            }
+        }
+    }
+
+    /// SIGINT/SIGTERM: stop accepting, answer what every client already sent, close
+    /// each connection cleanly, and let `run` return once all are gone (or the drain
+    /// timeout passes).
+    fn start_drain(&mut self, signal: i32) {
+        let name = if signal == SIGINT {
+            "SIGINT"
+        } else {
+            "SIGTERM"
+        };
+        self.drain_deadline = Some(self.now + self.drain_timeout);
+        // Clients whose connection is complete but not yet accepted have sent their lines
+        // to us too: take them before closing the listeners, or they would be reset.
+        for i in 0..self.listeners.len() {
+            self.accept_all(i);
+        }
+        for mut listener in std::mem::take(&mut self.listeners) {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        self.accept_retry = None;
+        info!(
+            "{name}: draining {} connections (timeout {}s)",
+            self.conns.len(),
+            self.drain_timeout.as_secs()
+        );
+        for key in self.conns.live_keys() {
+            if let Some(entry) = self.conns.get_mut(key) {
+                // Bytes may have arrived since the last short read: look once more.
+                entry.can_read = true;
+            }
+            self.drive(key);
+        }
+    }
+
+    /// Closes every connection retired during this batch: the one place where sockets
+    /// are deregistered and dropped and slab keys are freed.
+    fn reap(&mut self) {
+        let mut closed = 0;
+        let (poll, stats) = (&self.poll, &mut self.stats);
+        self.conns.reap(|_, mut entry| {
+            closed += 1;
+            let reason = entry.conn.close_reason().unwrap_or(CloseReason::Error);
+            stats.count_close(reason);
+            debug!(
+                "closed {}: {}, {} bytes in, {} bytes out",
+                entry.peer,
+                reason.name(),
+                entry.bytes_in,
+                entry.bytes_out
+            );
+            let _ = poll.registry().deregister(&mut entry.stream);
+            // Dropping the stream closes the socket.
+        });
+        if closed > 0 && self.accept_retry.is_some() {
+            // A descriptor was just freed: a client may be waiting in the queue.
+            for i in 0..self.listeners.len() {
+                self.accept_all(i);
+            }
+        }
+    }
+}
+
+/// Reads once from the socket into the scratch buffer and feeds the state machine.
+///
+/// The short-read rule: if the read returned less than the buffer could hold, the socket
+/// was emptied, so the next read would only say `WouldBlock`, and we skip it. That is
+/// safe with edge-triggered epoll because every new segment that arrives after this read
+/// raises a new edge. The exception is a FIN that was already reported: it raises no
+/// new edge, so then we keep reading until we see the EOF (a read of 0).
+fn read_some(entry: &mut Entry, p: &Protocol, scratch: &mut [u8], stats: &mut Stats, clock: Clock) {
+    match entry.stream.read(scratch) {
+        Ok(0) => {
+            entry.can_read = false;
+            entry.conn.handle_read_closed(p);
+        }
+        Ok(n) => {
+            entry.bytes_in += n as u64;
+            stats.bytes_in += n as u64;
+            touch(entry, clock);
+            if n < scratch.len() && !entry.fin_reported {
+                entry.can_read = false;
+            }
+            entry.conn.handle_input(p, &scratch[..n]);
+        }
+        Err(e) if would_block(&e) => entry.can_read = false,
+        Err(e) if interrupted(&e) => {}
+        // Reset, or another error: the connection is dead; nobody else notices.
+        Err(_) => {
+            entry.can_read = false;
+            entry.conn.handle_error();
+        }
+    }
+}
+
+/// Writes pending output until it is all sent or the socket is full.
+fn write_all(entry: &mut Entry, p: &Protocol, stats: &mut Stats, clock: Clock) {
+    while entry.can_write {
+        let out = entry.conn.poll_output();
+        if out.is_empty() {
+            return;
+        }
+        let len = out.len();
+        match entry.stream.write(out) {
+            Ok(n) => {
+                entry.bytes_out += n as u64;
+                stats.bytes_out += n as u64;
+                touch(entry, clock);
+                // A short write means the send buffer is full: the next write would
+                // fail, and a writable edge will come when there is room again.
+                if n < len {
+                    entry.can_write = false;
+                }
+                entry.conn.advance_output(p, n);
+            }
+            Err(e) if would_block(&e) => entry.can_write = false,
+            Err(e) if interrupted(&e) => {}
+            Err(_) => {
+                entry.can_write = false;
+                entry.conn.handle_error();
+            }
+        }
+    }
+}
+
+/// Activity: pushes the idle deadline back. Just a field write; the timer heap is only
+/// touched when the old deadline comes due (see [`crate::timers`]). A lingering
+/// connection keeps its short linger deadline whatever it sends.
+fn touch(entry: &mut Entry, clock: Clock) {
+    if entry.conn.state() != State::Lingering {
+        entry.deadline = clock.idle.map(|t| clock.now + t);
+    }
+}
+
+/// What the I/O helpers need to know about time: now, and the idle timeout.
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    /// The time of this loop turn.
+    now: Instant,
+    /// `--idle-timeout`.
+    idle: Option<Duration>,
+}
+
+/// Makes sure the connection's deadline has a live timer at or before it.
+fn arm_timer(timers: &mut Timers, key: usize, entry: &mut Entry) {
+    if let Some(deadline) = entry.deadline {
+        if entry.armed.is_none_or(|armed| deadline < armed) {
+            timers.schedule(deadline, key, entry.serial);
+            entry.armed = Some(deadline);
+        }
+    }
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit and caps `wanted` connections to
+/// what it allows, keeping [`FD_RESERVE`] descriptors for everything else.
+fn clamp_to_fd_limit(wanted: usize) -> usize {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => {
+            let allowed =
+                usize::try_from(limit.saturating_sub(FD_RESERVE).max(1)).unwrap_or(usize::MAX);
+            info!(
+                "file descriptor limit {limit}: serving at most {} connections",
+                wanted.min(allowed)
+            );
+            if wanted > allowed {
+                warn!(
+                    "--max-connections {wanted} lowered to {allowed} by the file descriptor limit"
+                );
+            }
+            wanted.min(allowed)
+        }
+        Err(e) => {
+            warn!("cannot read the file descriptor limit: {e}");
+            wanted
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! Counters kept by the loop, printed on SIGUSR1 and at shutdown.
+
+use std::fmt;
+
+use crate::conn::CloseReason;
+
+/// What the server has done since it started. Plain integers: the loop is the only
+/// writer and the only reader, so no atomics are needed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Stats {
+    /// Connections accepted and served.
+    pub accepted: u64,
+    /// Connections turned away with `ERR server busy`.
+    pub refused_busy: u64,
+    /// Connections closed, by reason (indexed like [`CloseReason::ALL`]).
+    pub closed: [u64; CloseReason::ALL.len()],
+    /// Lines answered (raw mode: chunks echoed).
+    pub lines: u64,
+    /// Bytes read from clients.
+    pub bytes_in: u64,
+    /// Bytes written to clients.
+    pub bytes_out: u64,
+}
+
+impl Stats {
+    /// Counts one closed connection.
+    pub fn count_close(&mut self, reason: CloseReason) {
+        let index = CloseReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(0);
+        self.closed[index] += 1;
+    }
+
+    /// A one-line summary, with the number of connections open right now.
+    pub fn summary(&self, active: usize) -> Summary<'_> {
+        Summary {
+            stats: self,
+            active,
+        }
+    }
+}
+
+/// [`Stats`] with the live connection count, ready to log.
+#[derive(Debug)]
+pub struct Summary<'a> {
+    /// The counters.
+    stats: &'a Stats,
+    /// Connections open now.
+    active: usize,
+}
+
+impl fmt::Display for Summary<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.stats;
+        write!(
+            f,
+            "stats: accepted={} active={} refused_busy={} closed:",
+            s.accepted, self.active, s.refused_busy
+        )?;
+        for (reason, n) in CloseReason::ALL.iter().zip(s.closed) {
+            write!(f, " {}={}", reason.name(), n)?;
+        }
+        write!(
+            f,
+            " lines={} bytes_in={} bytes_out={}",
+            s.lines, s.bytes_in, s.bytes_out
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_summary_is_one_line_with_every_counter() {
+        let mut s = Stats {
+            accepted: 3,
+            lines: 7,
+            ..Stats::default()
+        };
+        s.count_close(CloseReason::LineTooLong);
+        let line = s.summary(2).to_string();
+        assert!(!line.contains('\n'));
+        assert!(line.contains("accepted=3 active=2 refused_busy=0"));
+        assert!(line.contains("line_too_long=1"));
+        assert!(line.contains("lines=7 bytes_in=0 bytes_out=0"));
+    }
+}
