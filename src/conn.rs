@@ -280,16 +280,15 @@ impl Connection {
         match self.telnet.take() {
             None => self.feed(p, data),
             Some(mut decoder) => {
-                let mut answers = Vec::new();
-                decoder.decode(data, &mut answers, |event| match event {
+                decoder.decode_events(data, |event| match event {
                     telnet::Event::Data(bytes) => self.feed(p, bytes),
                     telnet::Event::EraseLine => self.erase_partial_line(),
+                    // Negotiation answers are queued whatever the room: they are few and
+                    // small (one per option, see the telnet module), and the client may
+                    // show nothing until it has them.
+                    telnet::Event::Answer(bytes) => self.output.extend_from_slice(&bytes),
                 });
                 self.telnet = Some(decoder);
-                // Negotiation answers jump the queue of line replies: they are few and
-                // small (at most one per option, see the telnet module), and the client
-                // may be waiting for them before it shows anything.
-                self.output.extend_from_slice(&answers);
             }
         }
         self.check_flushed();

@@ -76,6 +76,9 @@ pub enum Event<'a> {
     Data(&'a [u8]),
     /// IAC IP / IAC AO / IAC BRK: the caller discards its partial (unterminated) line.
     EraseLine,
+    /// Our answer to a negotiation (`IAC WONT x` or `IAC DONT x`), to send at this point
+    /// of the reply stream. Only [`Decoder::decode_events`] reports it.
+    Answer([u8; 3]),
 }
 
 /// Where the decoder is within the telnet byte grammar. Carried between `decode` calls, so a
@@ -141,6 +144,16 @@ impl Decoder {
     /// events are never empty, but one run of data may arrive as several events (at `IAC IAC`
     /// and at call boundaries), so callers must not treat a Data event as a unit.
     pub fn decode(&mut self, input: &[u8], answers: &mut Vec<u8>, mut on: impl FnMut(Event<'_>)) {
+        self.decode_events(input, |event| match event {
+            Event::Answer(bytes) => answers.extend_from_slice(&bytes),
+            other => on(other),
+        });
+    }
+
+    /// Like [`Decoder::decode`], but negotiation answers come as [`Event::Answer`] in stream
+    /// order, so a caller that queues them with its replies gets the same bytes however the
+    /// input was split.
+    pub fn decode_events(&mut self, input: &[u8], mut on: impl FnMut(Event<'_>)) {
         let mut i = 0;
         while i < input.len() {
             i = match self.state {
@@ -152,7 +165,7 @@ impl Decoder {
                     i + 1
                 }
                 State::Option(verb) => {
-                    self.negotiate(verb, input[i], answers);
+                    self.negotiate(verb, input[i], &mut on);
                     i + 1
                 }
                 State::Sub => self.skip_sub(input, i),
@@ -210,7 +223,7 @@ impl Decoder {
 
     /// Answers `IAC verb opt`: we refuse whatever is asked or offered, once per option, except
     /// that every `DO TIMING-MARK` is answered (each is a request the client is waiting on).
-    fn negotiate(&mut self, verb: u8, opt: u8, answers: &mut Vec<u8>) {
+    fn negotiate(&mut self, verb: u8, opt: u8, on: &mut impl FnMut(Event<'_>)) {
         self.state = State::Data;
         let answer = match verb {
             DO if opt == TIMING_MARK || self.refused_do.insert(opt) => WONT,
@@ -221,7 +234,7 @@ impl Decoder {
         };
         // The option byte is sent raw even when it is 0xFF: RFC 855 option codes are not
         // IAC-escaped.
-        answers.extend_from_slice(&[IAC, answer, opt]);
+        on(Event::Answer([IAC, answer, opt]));
     }
 
     /// Discards subnegotiation bytes from `input[start..]` up to the next IAC. Returns the
@@ -292,6 +305,7 @@ mod tests {
                     push_data(&mut events, data);
                 }
                 Event::EraseLine => events.push(Ev::Erase),
+                Event::Answer(_) => unreachable!("decode routes answers to `answers`"),
             });
         }
         (events, answers)

@@ -367,6 +367,64 @@ mod raw {
     }
 }
 
+mod telnet_mode {
+    use super::*;
+
+    fn telnet() -> Protocol {
+        Protocol::from_config(&Config {
+            telnet: true,
+            banner: Vec::new(),
+            ..Config::default()
+        })
+    }
+
+    fn all_splits_give(p: &Protocol, input: &[u8], want: &[u8]) {
+        for i in 0..=input.len() {
+            let (a, b) = input.split_at(i);
+            assert_eq!(run(p, &[a, b], false).0, want, "{input:?} split at {i}");
+        }
+        let bytes: Vec<&[u8]> = input.chunks(1).collect();
+        assert_eq!(run(p, &bytes, false).0, want, "{input:?} byte by byte");
+    }
+
+    #[test]
+    fn crlf_lines_keep_their_terminator() {
+        all_splits_give(&telnet(), b"hi\r\n", b"OK...hi\r\n");
+    }
+
+    /// Ctrl-C in telnet: the partial line is dropped, DO TIMING-MARK is refused, and the
+    /// next line is answered normally.
+    #[test]
+    fn ctrl_c_discards_the_partial_line_and_answers_the_timing_mark() {
+        let input = b"abc\xff\xf4\xff\xfd\x06def\r\n";
+        all_splits_give(&telnet(), input, b"\xff\xfc\x06OK...def\r\n");
+    }
+
+    #[test]
+    fn ctrl_c_keeps_complete_lines_queued_behind_backpressure() {
+        let p = Protocol {
+            max_pending: 4,
+            ..telnet()
+        };
+        let mut c = Connection::new(&p);
+        c.handle_input(&p, b"one\ntwo\nthr\xff\xf4");
+        assert_eq!(drain(&p, &mut c), b"OK...one\nOK...two\n");
+        c.handle_input(&p, b"ee\n");
+        assert_eq!(drain(&p, &mut c), b"OK...ee\n");
+    }
+
+    #[test]
+    fn negotiation_is_refused_and_never_echoed() {
+        let input = b"\xff\xfb\x01\xff\xfd\x03\xff\xfa\x18\x01\xff\xf0x\n";
+        all_splits_give(&telnet(), input, b"\xff\xfe\x01\xff\xfc\x03OK...x\n");
+    }
+
+    #[test]
+    fn a_literal_0xff_comes_back_escaped() {
+        all_splits_give(&telnet(), b"a\xff\xffb\n", b"OK...a\xff\xffb\n");
+    }
+}
+
 /// The per-connection struct is what an idle client costs: keep it small.
 #[test]
 fn an_idle_connection_is_small() {
