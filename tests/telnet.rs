@@ -1,0 +1,90 @@
+//! `--telnet`: Ctrl-C in a real telnet client must not freeze the session.
+
+mod util;
+
+use std::io::Write;
+use std::process::Command;
+use std::time::Duration;
+use util::*;
+
+/// The bytes telnet sends for Ctrl-C are filtered out, the timing mark is refused, and
+/// the partial line typed before Ctrl-C is dropped.
+#[test]
+fn ctrl_c_bytes_get_a_refusal_and_the_next_line_is_answered() {
+    let echod = Echod::start(&["--telnet"]);
+    let mut s = echod.connect_greeted();
+    s.write_all(b"abc\xff\xf4\xff\xfd\x06second\r\n").unwrap();
+    let want = b"\xff\xfc\x06OK...second\r\n";
+    assert_eq!(read_n(&mut s, want.len()), want);
+}
+
+/// A literal 0xFF (sent as IAC IAC) comes back escaped the same way.
+#[test]
+fn a_literal_0xff_round_trips_escaped() {
+    let echod = Echod::start(&["--telnet"]);
+    let mut s = echod.connect_greeted();
+    s.write_all(b"a\xff\xffb\r\n").unwrap();
+    let want = b"OK...a\xff\xffb\r\n";
+    assert_eq!(read_n(&mut s, want.len()), want);
+}
+
+/// Without `--telnet` the protocol stays byte-exact: the same bytes are echoed as data.
+#[test]
+fn line_mode_without_telnet_stays_byte_exact() {
+    let echod = Echod::start(&[]);
+    let mut s = echod.connect_greeted();
+    s.write_all(b"\xff\xf4\xff\xfd\x06x\n").unwrap();
+    let want = b"OK...\xff\xf4\xff\xfd\x06x\n";
+    assert_eq!(read_n(&mut s, want.len()), want);
+}
+
+/// The real `telnet` in a pseudo-terminal (driven by `expect`): type a line, press
+/// Ctrl-C in the middle of another, type a third: its reply appears, and no 0xFF junk
+/// reaches the screen.
+#[test]
+fn real_telnet_survives_ctrl_c() {
+    if !have_tool("telnet") || !have_tool("expect") {
+        return;
+    }
+    let echod = Echod::start(&["--telnet"]);
+    let dir = std::env::temp_dir().join(format!("echod-telnet-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let screen = dir.join("screen.log");
+    let script = format!(
+        // Patterns and actions go as separate arguments: expect reads a single braced
+        // argument as a pattern list only when it spans several lines.
+        r#"set timeout 5
+log_file -noappend {screen}
+spawn telnet {ip} {port}
+expect "hit enter" {{}} timeout {{exit 10}}
+send "first\r"
+expect "OK...first" {{}} timeout {{exit 11}}
+send "abc\003"
+send "second\r"
+expect "OK...second" {{}} timeout {{exit 12}}
+send "\035"
+expect "telnet>" {{}} timeout {{exit 13}}
+send "quit\r"
+expect eof
+"#,
+        screen = screen.display(),
+        ip = echod.addr.ip(),
+        port = echod.addr.port(),
+    );
+    let output = within(Duration::from_secs(30), move || {
+        Command::new("expect")
+            .arg("-c")
+            .arg(script)
+            .output()
+            .unwrap()
+    });
+    let seen = std::fs::read(&screen).unwrap_or_default();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        output.status.success(),
+        "expect exited {:?} (10 banner, 11 first reply, 12 reply after Ctrl-C, 13 quit); screen:\n{}",
+        output.status.code(),
+        String::from_utf8_lossy(&seen)
+    );
+    assert!(!seen.contains(&0xFF), "0xFF junk on the screen");
+}
