@@ -62,6 +62,10 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// Log level from `--log-level`; `None` means "use `RUST_LOG`, else info".
     pub log_level: Option<log::LevelFilter>,
+    /// Set `SO_REUSEPORT` so several echod processes share a port (`--reuse-port`).
+    pub reuse_port: bool,
+    /// Expect a HAProxy PROXY protocol header first on every connection (`--proxy-protocol`).
+    pub proxy_protocol: bool,
 }
 
 impl Default for Config {
@@ -79,6 +83,8 @@ impl Default for Config {
             idle_timeout: Some(Duration::from_secs(300)),
             drain_timeout: Duration::from_secs(5),
             log_level: None,
+            reuse_port: false,
+            proxy_protocol: false,
         }
     }
 }
@@ -131,6 +137,8 @@ Options:
   --max-connections N    clients served at once, capped by the fd limit [{max_conn}]
   --idle-timeout SECS    close clients silent this long, 0 = never [{idle}]
   --drain-timeout SECS   longest wait for clients on SIGINT/SIGTERM [{drain}]
+  --reuse-port           SO_REUSEPORT: several echod processes share the port
+  --proxy-protocol       expect a PROXY protocol v1/v2 header first (behind HAProxy)
   --log-level LEVEL      error|warn|info|debug|trace [info, or RUST_LOG]
   -h, --help             print this help
   -V, --version          print the version
@@ -173,6 +181,8 @@ where
             Long("prefix") => config.prefix = text(&mut parser)?.into_bytes(),
             Long("raw") => config.mode = Mode::Raw,
             Long("telnet") => config.telnet = true,
+            Long("reuse-port") => config.reuse_port = true,
+            Long("proxy-protocol") => config.proxy_protocol = true,
             Long("max-line") => config.max_line = number(&mut parser, "--max-line", 1)?,
             Long("max-pending") => config.max_pending = number(&mut parser, "--max-pending", 1)?,
             Long("max-connections") => {
@@ -307,6 +317,8 @@ mod tests {
             "1",
             "--log-level",
             "debug",
+            "--reuse-port",
+            "--proxy-protocol",
         ])
         .unwrap();
         assert_eq!(c.backlog, 7);
@@ -317,6 +329,7 @@ mod tests {
         assert_eq!(c.idle_timeout, None);
         assert_eq!(c.drain_timeout, Duration::from_secs(1));
         assert_eq!(c.log_level, Some(log::LevelFilter::Debug));
+        assert!(c.reuse_port && c.proxy_protocol);
     }
 
     #[test]
@@ -363,6 +376,8 @@ mod tests {
             "--max-connections",
             "--idle-timeout",
             "--drain-timeout",
+            "--reuse-port",
+            "--proxy-protocol",
             "--log-level",
         ] {
             assert!(help.contains(flag), "help lacks {flag}");

@@ -62,6 +62,10 @@ const LINGER: Duration = Duration::from_secs(2);
 /// own connections closes). See [`Server::accept_all`].
 const ACCEPT_RETRY: Duration = Duration::from_millis(250);
 
+/// Under systemd we report the connection count in `STATUS=` at most this often, and
+/// only after it changed: an idle daemon still never wakes up.
+const STATUS_EVERY: Duration = Duration::from_secs(1);
+
 /// File descriptors kept free for the listeners, the poll and signal descriptors, stdio,
 /// and the short-lived socket we accept to tell a client it is refused.
 const FD_RESERVE: u64 = 32;
@@ -139,6 +143,10 @@ pub struct Server {
     next_serial: u64,
     /// The time of the current loop turn (one clock read per batch, not per event).
     now: Instant,
+    /// Started by systemd with `NOTIFY_SOCKET`: send READY/STATUS/STOPPING.
+    systemd: bool,
+    /// When to send the next `STATUS=` (set when the connection count changes).
+    status_due: Option<Instant>,
 }
 
 impl std::fmt::Debug for Server {
@@ -158,16 +166,21 @@ impl Server {
     /// An error names the address that failed, for the operator.
     pub fn bind(config: &Config) -> io::Result<Server> {
         let poll = Poll::new()?;
-        let mut listeners = Vec::new();
-        for (i, &addr) in config.listen.iter().enumerate() {
-            let mut listener = net::listen(addr, config.backlog)
-                .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
-            poll.registry().register(
-                &mut listener,
-                Token(LISTENER_BASE - i),
-                Interest::READABLE,
-            )?;
-            listeners.push(listener);
+        let mut listeners = net::inherited_listeners()?;
+        if listeners.is_empty() {
+            for &addr in &config.listen {
+                let listener =
+                    net::listen(addr, config.backlog, config.reuse_port).map_err(|e| {
+                        io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
+                    })?;
+                listeners.push(listener);
+            }
+        } else {
+            info!("socket activation: {} inherited listeners", listeners.len());
+        }
+        for (i, listener) in listeners.iter_mut().enumerate() {
+            poll.registry()
+                .register(listener, Token(LISTENER_BASE - i), Interest::READABLE)?;
         }
         let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1])?;
         poll.registry()
@@ -190,6 +203,8 @@ impl Server {
             accept_retry: None,
             next_serial: 0,
             now: Instant::now(),
+            systemd: std::env::var_os("NOTIFY_SOCKET").is_some(),
+            status_due: None,
         })
     }
 
@@ -211,6 +226,8 @@ impl Server {
         for addr in self.local_addrs() {
             info!("listening on {addr}");
         }
+        // The listeners are registered: systemd may now start what depends on us.
+        self.notify_systemd(&[sd_notify::NotifyState::Ready]);
         let mut events = Events::with_capacity(1024);
         loop {
             let timeout = self.poll_timeout();
@@ -236,6 +253,7 @@ impl Server {
             self.expire_timers();
             self.retry_accept_if_due();
             self.reap();
+            self.send_status_if_due();
             if self.exit_now || (self.drain_deadline.is_some() && self.conns.is_empty()) {
                 info!("{}", self.stats.summary(self.conns.len()));
                 return Ok(self.stats);
@@ -254,6 +272,7 @@ impl Server {
             self.timers.next_deadline(),
             self.drain_deadline,
             self.accept_retry,
+            self.status_due,
         ]
         .into_iter()
         .flatten()
@@ -463,6 +482,7 @@ impl Server {
         }
         info!("Connected with {peer}");
         self.stats.accepted += 1;
+        self.status_changed();
         self.next_serial += 1;
         let entry = Entry {
             stream,
@@ -526,6 +546,7 @@ impl Server {
             let _ = self.poll.registry().deregister(&mut listener);
         }
         self.accept_retry = None;
+        self.notify_systemd(&[sd_notify::NotifyState::Stopping]);
         info!(
             "{name}: draining {} connections (timeout {}s)",
             self.conns.len(),
@@ -537,6 +558,37 @@ impl Server {
                 entry.can_read = true;
             }
             self.drive(key);
+        }
+    }
+
+    /// Sends a state to systemd's notify socket (a no-op outside systemd). A failure is
+    /// logged and otherwise ignored: serving clients matters more than reporting.
+    fn notify_systemd(&self, states: &[sd_notify::NotifyState<'_>]) {
+        if self.systemd {
+            if let Err(e) = sd_notify::notify(states) {
+                warn!("systemd notify: {e}");
+            }
+        }
+    }
+
+    /// The connection count changed: schedule a `STATUS=` (under systemd only).
+    fn status_changed(&mut self) {
+        if self.systemd && self.status_due.is_none() {
+            self.status_due = Some(self.now + STATUS_EVERY);
+        }
+    }
+
+    /// Sends the scheduled `STATUS=` line.
+    fn send_status_if_due(&mut self) {
+        if self.status_due.is_some_and(|t| t <= self.now) {
+            self.status_due = None;
+            let status = format!(
+                "{} connections, {} accepted, {} lines",
+                self.conns.len(),
+                self.stats.accepted,
+                self.stats.lines
+            );
+            self.notify_systemd(&[sd_notify::NotifyState::Status(&status)]);
         }
     }
 
@@ -559,6 +611,9 @@ impl Server {
             let _ = poll.registry().deregister(&mut entry.stream);
             // Dropping the stream closes the socket.
         });
+        if closed > 0 {
+            self.status_changed();
+        }
         if closed > 0 && self.accept_retry.is_some() {
             // A descriptor was just freed: a client may be waiting in the queue.
             for i in 0..self.listeners.len() {
