@@ -66,6 +66,31 @@ pub fn listen(
     Ok(mio::net::TcpListener::from_std(socket.into()))
 }
 
+/// Listening sockets passed by systemd socket activation (`LISTEN_FDS`/`LISTEN_PID`), made
+/// non-blocking (inherited sockets arrive blocking, and one blocking `accept` would stall
+/// the whole loop). Empty when we were not socket-activated.
+///
+/// We use the `listenfd` crate because adopting a raw descriptor is `unsafe`; it checks that
+/// `LISTEN_PID` names us and that each descriptor really is a TCP listener.
+pub fn inherited_listeners() -> io::Result<Vec<mio::net::TcpListener>> {
+    let mut fds = listenfd::ListenFd::from_env();
+    let mut listeners = Vec::new();
+    for i in 0..fds.len() {
+        let listener = fds.take_tcp_listener(i)?.ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "socket activation: descriptor {} is not a TCP listener",
+                    3 + i
+                ),
+            )
+        })?;
+        listener.set_nonblocking(true)?;
+        listeners.push(mio::net::TcpListener::from_std(listener));
+    }
+    Ok(listeners)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,29 +116,4 @@ mod tests {
             assert_eq!(v6.local_addr().unwrap().port(), port);
         }
     }
-}
-
-/// Listening sockets passed by systemd socket activation (`LISTEN_FDS`/`LISTEN_PID`), made
-/// non-blocking (inherited sockets arrive blocking, and one blocking `accept` would stall
-/// the whole loop). Empty when we were not socket-activated.
-///
-/// We use the `listenfd` crate because adopting a raw descriptor is `unsafe`; it checks that
-/// `LISTEN_PID` names us and that each descriptor really is a TCP listener.
-pub fn inherited_listeners() -> io::Result<Vec<mio::net::TcpListener>> {
-    let mut fds = listenfd::ListenFd::from_env();
-    let mut listeners = Vec::new();
-    for i in 0..fds.len() {
-        let listener = fds.take_tcp_listener(i)?.ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!(
-                    "socket activation: descriptor {} is not a TCP listener",
-                    3 + i
-                ),
-            )
-        })?;
-        listener.set_nonblocking(true)?;
-        listeners.push(mio::net::TcpListener::from_std(listener));
-    }
-    Ok(listeners)
 }
