@@ -1,0 +1,101 @@
+//! Fuzzes the connection state machine: arbitrary bytes, arbitrary segmentation, arbitrary
+//! partial writes, in line, raw and telnet modes, with small limits so that every limit
+//! path runs. Checks the invariants the protocol promises:
+//! - the output is exactly banner + prefix+line per complete line (+ the fragment on EOF),
+//!   or that up to the first overlong line followed by `ERR line too long` (line/raw mode);
+//! - the pending output never exceeds `max(max_pending, one reply)` (plus the telnet answers
+//!   and the error message, which are queued whatever the room);
+//! - the input buffer never exceeds `max_line` + one segment;
+//! - the machine never stalls: it always either has output, wants input, or is done.
+#![no_main]
+
+use echod::config::{Config, Mode};
+use echod::conn::{Connection, Protocol, State, ERR_LINE_TOO_LONG};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if data.len() < 4 {
+        return;
+    }
+    let (head, input) = data.split_at(4);
+    let mode = if head[0] & 1 == 1 { Mode::Raw } else { Mode::Line };
+    let telnet = mode == Mode::Line && head[0] & 2 == 2;
+    let eof = head[0] & 4 == 4;
+    let p = Protocol::from_config(&Config {
+        mode,
+        telnet,
+        max_line: 1 + usize::from(head[1] % 64),
+        max_pending: 1 + usize::from(head[2] % 64),
+        ..Config::default()
+    });
+    let seed = head[3];
+    let mut c = Connection::new(&p);
+    let mut got = Vec::new();
+    let (mut fed, mut step) = (0usize, 0usize);
+    let bound = |p: &Protocol| p.max_pending.max(p.prefix.len() + p.max_line + 1) + ERR_LINE_TOO_LONG.len() + p.banner.len();
+    let mut answers_allowance = 0;
+    loop {
+        step += 1;
+        let k = usize::from(seed.wrapping_mul(step as u8).wrapping_add(step as u8)) % 17 + 1;
+        let out_len = c.poll_output().len();
+        assert!(out_len <= bound(&p) + answers_allowance, "output {out_len} over its bound");
+        if out_len > 0 && (step % 3 != 0 || fed >= input.len() || !c.wants_read(&p)) {
+            let n = out_len.min(k);
+            got.extend_from_slice(&c.poll_output()[..n]);
+            c.advance_output(&p, n);
+            answers_allowance = 0;
+        } else if fed < input.len() && c.wants_read(&p) {
+            let end = (fed + k).min(input.len());
+            c.handle_input(&p, &input[fed..end]);
+            if telnet {
+                answers_allowance += 3 * (end - fed);
+            }
+            fed = end;
+            assert!(c.buffered() <= bound(&p) + answers_allowance + p.max_line + 17);
+        } else if out_len == 0 {
+            break;
+        }
+    }
+    if fed < input.len() {
+        // Stopped reading for good: only legitimate when closing for a reason.
+        assert!(matches!(c.state(), State::Lingering | State::Closed));
+    }
+    if eof {
+        c.handle_read_closed(&p);
+        while !c.poll_output().is_empty() {
+            let n = c.poll_output().len();
+            got.extend_from_slice(c.poll_output());
+            c.advance_output(&p, n);
+        }
+        assert!(c.is_closed(), "after EOF and a full drain the connection must close");
+    }
+    if !telnet {
+        assert_eq!(got, expected(&p, input, eof));
+    }
+});
+
+/// The protocol's answer to `input`, computed the simple way: in one piece.
+fn expected(p: &Protocol, input: &[u8], eof: bool) -> Vec<u8> {
+    let mut want = p.banner.clone();
+    if p.mode == Mode::Raw {
+        want.extend_from_slice(input);
+        return want;
+    }
+    let mut rest = input;
+    while let Some(i) = rest.iter().position(|&b| b == b'\n') {
+        if i > p.max_line {
+            want.extend_from_slice(ERR_LINE_TOO_LONG);
+            return want;
+        }
+        want.extend_from_slice(&p.prefix);
+        want.extend_from_slice(&rest[..=i]);
+        rest = &rest[i + 1..];
+    }
+    if rest.len() > p.max_line {
+        want.extend_from_slice(ERR_LINE_TOO_LONG);
+    } else if eof && !rest.is_empty() {
+        want.extend_from_slice(&p.prefix);
+        want.extend_from_slice(rest);
+    }
+    want
+}
