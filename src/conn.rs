@@ -23,6 +23,7 @@
 //! # States
 //!
 //! ```text
+//! ProxyHeader ──header──▶ Open   (only with --proxy-protocol; a bad header ──▶ Flushing)
 //! Open ──EOF / shutdown──▶ Finishing ──all answered──▶ Flushing ──output sent──▶ Closed
 //!  │                                                      ▲  │  (peer's FIN already seen)
 //!  └──line too long / idle timeout────────────────────────┘  └──▶ Lingering ──EOF──▶ Closed
@@ -33,6 +34,7 @@ use std::fmt;
 
 use crate::config::{Config, Mode};
 use crate::line;
+use crate::proxy;
 use crate::telnet;
 
 /// The message sent before closing a client whose line exceeds `--max-line`.
@@ -41,6 +43,8 @@ pub const ERR_LINE_TOO_LONG: &[u8] = b"ERR line too long\n";
 pub const ERR_IDLE_TIMEOUT: &[u8] = b"ERR idle timeout\n";
 /// The message sent (by the reactor, before any state exists) to a client over `--max-connections`.
 pub const ERR_SERVER_BUSY: &[u8] = b"ERR server busy\n";
+/// The message sent before closing a connection whose PROXY header is missing or malformed.
+pub const ERR_BAD_PROXY_HEADER: &[u8] = b"ERR bad proxy header\n";
 
 /// The rules every connection follows, shared by all of them.
 ///
@@ -61,6 +65,8 @@ pub struct Protocol {
     pub max_line: usize,
     /// The most reply bytes we queue before we stop reading from this client.
     pub max_pending: usize,
+    /// Every connection starts with a PROXY protocol header (we sit behind HAProxy).
+    pub proxy_protocol: bool,
 }
 
 impl Protocol {
@@ -91,6 +97,7 @@ impl Protocol {
             telnet: config.telnet,
             max_line: config.max_line,
             max_pending: config.max_pending,
+            proxy_protocol: config.proxy_protocol,
         }
     }
 }
@@ -104,6 +111,9 @@ impl Default for Protocol {
 /// Where a connection is in its life. See the module docs for the diagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
+    /// Behind a proxy: waiting for the PROXY protocol header that names the real client.
+    /// No banner yet; bytes are collected until the header is complete.
+    ProxyHeader,
     /// Reading input and answering every complete line.
     Open,
     /// Input has ended (the client's FIN, or the server is shutting down): we answer what
@@ -138,18 +148,21 @@ pub enum CloseReason {
     Shutdown,
     /// The drain timeout expired before the client took its replies.
     DrainTimeout,
+    /// The PROXY protocol header was missing, malformed, or too slow to arrive.
+    BadProxyHeader,
     /// The socket failed: a reset, or another I/O error.
     Error,
 }
 
 impl CloseReason {
     /// Every reason, in the order the counters print them.
-    pub const ALL: [CloseReason; 6] = [
+    pub const ALL: [CloseReason; 7] = [
         CloseReason::ClientClosed,
         CloseReason::LineTooLong,
         CloseReason::IdleTimeout,
         CloseReason::Shutdown,
         CloseReason::DrainTimeout,
+        CloseReason::BadProxyHeader,
         CloseReason::Error,
     ];
 
@@ -161,6 +174,7 @@ impl CloseReason {
             CloseReason::IdleTimeout => "idle_timeout",
             CloseReason::Shutdown => "shutdown",
             CloseReason::DrainTimeout => "drain_timeout",
+            CloseReason::BadProxyHeader => "bad_proxy_header",
             CloseReason::Error => "error",
         }
     }
@@ -188,22 +202,37 @@ pub struct Connection {
     telnet: Option<Box<telnet::Decoder>>,
     /// Lines answered so far.
     lines: u64,
+    /// The client named by a PROXY header, until the reactor takes it for its logs.
+    proxied: Option<Box<proxy::Source>>,
 }
 
 impl Connection {
     /// A new connection with its banner queued.
     pub fn new(p: &Protocol) -> Connection {
+        let (state, output) = if p.proxy_protocol {
+            // The banner waits until the proxy has told us who the client is.
+            (State::ProxyHeader, Vec::new())
+        } else {
+            (State::Open, p.banner.clone())
+        };
         Connection {
-            state: State::Open,
+            state,
             reason: None,
             peer_eof: false,
             backlog: false,
             input: Vec::new(),
-            output: p.banner.clone(),
+            output,
             sent: 0,
             telnet: p.telnet.then(Box::default),
             lines: 0,
+            proxied: None,
         }
+    }
+
+    /// The client a PROXY header named, once, as soon as the header is complete (the
+    /// reactor logs it as the connection's real address).
+    pub fn take_proxied_source(&mut self) -> Option<proxy::Source> {
+        self.proxied.take().map(|source| *source)
     }
 
     /// Where the connection is in its life.
@@ -234,7 +263,7 @@ impl Connection {
     pub fn wants_read(&self, p: &Protocol) -> bool {
         match self.state {
             State::Open => !self.backlog && self.pending() < p.max_pending,
-            State::Lingering => true,
+            State::ProxyHeader | State::Lingering => true,
             _ => false,
         }
     }
@@ -274,6 +303,7 @@ impl Connection {
     pub fn handle_input(&mut self, p: &Protocol, data: &[u8]) {
         match self.state {
             State::Open => {}
+            State::ProxyHeader => return self.handle_proxy_header(p, data),
             // We are on our way out: input after that point is read only to be dropped.
             _ => return,
         }
@@ -299,6 +329,8 @@ impl Connection {
         self.peer_eof = true;
         match self.state {
             State::Open => self.finish_input(p, CloseReason::ClientClosed),
+            // A proxy's plain TCP health check connects and closes without a header.
+            State::ProxyHeader => self.refuse_proxy_header("no header before EOF"),
             State::Lingering => self.set_state(State::Closed),
             _ => {}
         }
@@ -307,8 +339,16 @@ impl Connection {
     /// The server is shutting down. The reactor has read everything the client already
     /// sent; we answer it all (and the final fragment) and then close.
     pub fn handle_shutdown(&mut self, p: &Protocol) {
-        if self.state == State::Open {
-            self.finish_input(p, CloseReason::Shutdown);
+        match self.state {
+            State::Open => self.finish_input(p, CloseReason::Shutdown),
+            // No line can have been sent yet: nothing to answer.
+            State::ProxyHeader => {
+                self.discard_input();
+                self.reason = Some(CloseReason::Shutdown);
+                self.set_state(State::Flushing);
+                self.check_flushed();
+            }
+            _ => {}
         }
     }
 
@@ -316,6 +356,8 @@ impl Connection {
     /// timeout (or, while lingering, the client never sent its FIN).
     pub fn handle_timeout(&mut self) {
         match self.state {
+            // The header did not come in time: it is missing.
+            State::ProxyHeader => self.refuse_proxy_header("no header in time"),
             State::Open => {
                 self.discard_input();
                 self.output.extend_from_slice(ERR_IDLE_TIMEOUT);
@@ -350,6 +392,33 @@ impl Connection {
     pub fn handle_error(&mut self) {
         self.reason = Some(CloseReason::Error);
         self.set_state(State::Closed);
+    }
+
+    /// Collects the PROXY header; once complete, greets the client and treats the bytes
+    /// after the header as ordinary input.
+    fn handle_proxy_header(&mut self, p: &Protocol, data: &[u8]) {
+        self.input.extend_from_slice(data);
+        match proxy::parse(&self.input) {
+            proxy::Parse::Incomplete => {}
+            proxy::Parse::Invalid(why) => self.refuse_proxy_header(why),
+            proxy::Parse::Done { source, len } => {
+                self.proxied = Some(Box::new(source));
+                let input = std::mem::take(&mut self.input);
+                self.output.extend_from_slice(&p.banner);
+                self.set_state(State::Open);
+                self.handle_input(p, &input[len..]);
+            }
+        }
+    }
+
+    /// A missing or malformed PROXY header: say so and close.
+    fn refuse_proxy_header(&mut self, why: &str) {
+        log::debug!("bad PROXY header: {why}");
+        self.discard_input();
+        self.output.extend_from_slice(ERR_BAD_PROXY_HEADER);
+        self.reason = Some(CloseReason::BadProxyHeader);
+        self.set_state(State::Flushing);
+        self.check_flushed();
     }
 
     /// Reply bytes waiting for the socket.

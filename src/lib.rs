@@ -6,6 +6,7 @@ pub mod config;
 pub mod conn;
 pub mod line;
 pub mod net;
+pub mod proxy;
 pub mod server;
 pub mod slots;
 pub mod stats;

@@ -34,6 +34,7 @@ use signal_hook_mio::v1_0::Signals;
 use crate::config::Config;
 use crate::conn::{CloseReason, Connection, Protocol, State, ERR_SERVER_BUSY};
 use crate::net::{self, accept_transient, interrupted, out_of_fds, would_block};
+use crate::proxy::Source;
 use crate::slots::Slots;
 use crate::stats::Stats;
 use crate::timers::Timers;
@@ -61,6 +62,10 @@ const LINGER: Duration = Duration::from_secs(2);
 /// While out of file descriptors we retry `accept` this often (and whenever one of our
 /// own connections closes). See [`Server::accept_all`].
 const ACCEPT_RETRY: Duration = Duration::from_millis(250);
+
+/// With `--proxy-protocol`, how long a new connection may take to send its PROXY header.
+/// Short: a proxy sends it at once, and a client that does not is not talking to us right.
+const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Under systemd we report the connection count in `STATUS=` at most this often, and
 /// only after it changed: an idle daemon still never wakes up.
@@ -337,6 +342,20 @@ impl Server {
             }
         }
         self.stats.lines += entry.conn.lines() - lines_before;
+        if let Some(source) = entry.conn.take_proxied_source() {
+            // The header arrived: log the real client, and from now on time it out
+            // like any other client.
+            if let Source::Tcp { client, .. } = source {
+                info!("Connected with {client} (via proxy {})", entry.peer);
+                entry.peer = client;
+            } else {
+                info!(
+                    "Connected with {} (proxy health check or local)",
+                    entry.peer
+                );
+            }
+            entry.deadline = clock.idle.map(|t| clock.now + t);
+        }
         if entry.conn.state() == State::Lingering && !entry.write_shut {
             // All replies are out: send our FIN now, then wait (bounded) for theirs.
             entry.write_shut = true;
@@ -480,7 +499,11 @@ impl Server {
             warn!("cannot register {peer}: {e}");
             return;
         }
-        info!("Connected with {peer}");
+        if self.protocol.proxy_protocol {
+            debug!("accepted {peer}; waiting for its PROXY header");
+        } else {
+            info!("Connected with {peer}");
+        }
         self.stats.accepted += 1;
         self.status_changed();
         self.next_serial += 1;
@@ -493,7 +516,11 @@ impl Server {
             queued: false,
             write_shut: false,
             serial: self.next_serial,
-            deadline: self.idle_timeout.map(|t| self.now + t),
+            deadline: if self.protocol.proxy_protocol {
+                Some(self.now + PROXY_HEADER_TIMEOUT)
+            } else {
+                self.idle_timeout.map(|t| self.now + t)
+            },
             armed: None,
             peer,
             bytes_in: 0,
@@ -687,9 +714,10 @@ fn write_all(entry: &mut Entry, p: &Protocol, stats: &mut Stats, clock: Clock) {
 
 /// Activity: pushes the idle deadline back. Just a field write; the timer heap is only
 /// touched when the old deadline comes due (see [`crate::timers`]). A lingering
-/// connection keeps its short linger deadline whatever it sends.
+/// connection keeps its short linger deadline whatever it sends, and so does one that
+/// has not finished its PROXY header.
 fn touch(entry: &mut Entry, clock: Clock) {
-    if entry.conn.state() != State::Lingering {
+    if !matches!(entry.conn.state(), State::Lingering | State::ProxyHeader) {
         entry.deadline = clock.idle.map(|t| clock.now + t);
     }
 }

@@ -425,6 +425,71 @@ mod telnet_mode {
     }
 }
 
+mod proxy_header {
+    use super::*;
+
+    fn proxied() -> Protocol {
+        Protocol {
+            proxy_protocol: true,
+            ..proto()
+        }
+    }
+
+    const V1: &[u8] = b"PROXY TCP4 192.0.2.1 198.51.100.1 56324 8888\r\n";
+
+    #[test]
+    fn the_banner_waits_for_the_header_and_bytes_after_it_are_lines() {
+        let p = proxied();
+        let input = [V1, b"hi\nfrag"].concat();
+        for i in 0..=input.len() {
+            let (a, b) = input.split_at(i);
+            let (got, mut c) = run(&p, &[a, b], true);
+            assert_eq!(
+                got,
+                [BANNER, b"OK...hi\nOK...frag"].concat(),
+                "split at {i}"
+            );
+            assert!(c.is_closed());
+            assert!(c.take_proxied_source().is_some());
+        }
+    }
+
+    #[test]
+    fn the_source_is_reported_once() {
+        let p = proxied();
+        let mut c = Connection::new(&p);
+        assert_eq!(c.state(), State::ProxyHeader);
+        assert!(c.poll_output().is_empty(), "no banner before the header");
+        c.handle_input(&p, V1);
+        let Some(proxy::Source::Tcp { client, .. }) = c.take_proxied_source() else {
+            panic!("a TCP source");
+        };
+        assert_eq!(client, "192.0.2.1:56324".parse().unwrap());
+        assert_eq!(c.take_proxied_source(), None);
+        assert_eq!(c.poll_output(), BANNER);
+    }
+
+    #[test]
+    fn a_plain_client_is_refused_at_once() {
+        let p = proxied();
+        let (got, c) = run(&p, &[b"hello\n"], false);
+        assert_eq!(got, ERR_BAD_PROXY_HEADER);
+        assert_eq!(c.state(), State::Lingering);
+        assert_eq!(c.close_reason(), Some(CloseReason::BadProxyHeader));
+    }
+
+    #[test]
+    fn a_missing_header_is_refused_on_timeout_or_eof() {
+        let p = proxied();
+        let (_, mut c) = run(&p, &[b"PROXY TCP4"], false);
+        c.handle_timeout();
+        assert_eq!(drain(&p, &mut c), ERR_BAD_PROXY_HEADER);
+        let (got, c) = run(&p, &[], true);
+        assert_eq!(got, ERR_BAD_PROXY_HEADER);
+        assert!(c.is_closed());
+    }
+}
+
 /// The per-connection struct is what an idle client costs: keep it small.
 #[test]
 fn an_idle_connection_is_small() {
