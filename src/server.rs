@@ -438,7 +438,15 @@ impl Server {
                     }
                     self.admit(stream, peer);
                 }
-                Err(e) if would_block(&e) => return,
+                Err(e) if would_block(&e) => {
+                    // The queue is empty. At the fd limit Linux says EMFILE even then (it
+                    // takes the descriptor before it looks at the queue), so WouldBlock
+                    // also proves descriptors are available again: stop retrying.
+                    if self.accept_retry.take().is_some() {
+                        info!("file descriptors available again: accepting");
+                    }
+                    return;
+                }
                 Err(e) if interrupted(&e) => continue,
                 Err(e) if out_of_fds(&e) => {
                     if self.accept_retry.is_none() {
