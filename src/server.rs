@@ -16,9 +16,9 @@
 //! `epoll_ctl` calls while the connection lives, but it sets a trap: if we stop reading
 //! *before* `WouldBlock` (because the client's replies pile up, or because it used its
 //! fair share of this turn), no new event will ever come for the bytes already waiting.
-//! We remember that in [`Entry::can_read`] and come back to the connection ourselves.
+//! We remember that in `Entry::can_read` and come back to the connection ourselves.
 //!
-//! Connections close in exactly one place, [`Server::reap`], at the end of an event batch
+//! Connections close in exactly one place, `Server::reap`, at the end of an event batch
 //! (see [`crate::slots`] for why not earlier).
 
 use std::io::{self, Read, Write};

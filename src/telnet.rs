@@ -137,7 +137,7 @@ impl Decoder {
 
     /// Filters `input`. Calls `on` for each Event in stream order; Data slices borrow `input`
     /// where possible (contiguous runs between commands: do not copy byte by byte), IAC IAC
-    /// gives Data(&[0xFF]). Negotiation answers are appended to `answers`.
+    /// gives `Data(&[0xFF])`. Negotiation answers are appended to `answers`.
     ///
     /// The literal 0xFF of an `IAC IAC` is the second IAC byte of `input` itself, so we start
     /// the following data run there: `a IAC IAC b` gives one `Data(&[a, 0xFF, b])`. Data
