@@ -82,7 +82,11 @@ impl Echod {
             .log()
             .lines()
             .filter_map(|l| l.split("listening on ").nth(1))
-            .map(|a| a.trim().parse().expect("a socket address after 'listening on'"))
+            .map(|a| {
+                a.trim()
+                    .parse()
+                    .expect("a socket address after 'listening on'")
+            })
             .collect();
         echod.addr = echod.addrs[0];
         echod
@@ -269,4 +273,288 @@ pub fn within<T: Send + 'static>(timeout: Duration, f: impl FnOnce() -> T + Send
     });
     rx.recv_timeout(timeout)
         .unwrap_or_else(|_| panic!("did not finish within {timeout:?}"))
+}
+
+// ---------------------------------------------------------------------------------------
+// Helpers added for the integration suite (protocol, backpressure, limits, lifecycle).
+// ---------------------------------------------------------------------------------------
+
+/// The path of the `echod` binary under test.
+pub fn echod_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_echod")
+}
+
+impl Echod {
+    /// Waits until `n` listeners are logged and returns their addresses. (`start` reads
+    /// the log as soon as the first `listening on` line arrives, so with several
+    /// listeners `addrs` may not hold them all yet.)
+    pub fn wait_listen_addrs(&self, n: usize) -> Vec<SocketAddr> {
+        let deadline = Instant::now() + TIMEOUT;
+        while self.count_log("listening on") < n {
+            let left = deadline
+                .checked_duration_since(Instant::now())
+                .unwrap_or_else(|| panic!("fewer than {n} listeners logged:\n{}", self.log()));
+            std::thread::sleep(left.min(Duration::from_millis(10)));
+        }
+        self.log()
+            .lines()
+            .filter_map(|l| l.split("listening on ").nth(1))
+            .map(|a| a.trim().parse().expect("a socket address"))
+            .collect()
+    }
+
+    /// The process state letter from `/proc/PID/stat` (`S` sleeping, `T` stopped, …).
+    pub fn proc_state(&self) -> char {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
+        stat[stat.rfind(')').unwrap() + 2..].chars().next().unwrap()
+    }
+
+    /// Waits until the process state letter is `state`; false on timeout.
+    pub fn wait_proc_state(&self, state: char, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.proc_state() == state {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Voluntary plus involuntary context switches of the (single) server thread.
+    pub fn ctxt_switches(&self) -> u64 {
+        self.proc_status("voluntary_ctxt_switches") + self.proc_status("nonvoluntary_ctxt_switches")
+    }
+
+    /// Asserts the process is still running, showing the log if it is not.
+    pub fn assert_alive(&mut self) {
+        if let Some(status) = self.child.try_wait().expect("try_wait") {
+            panic!("echod exited ({status}); log:\n{}", self.log());
+        }
+    }
+}
+
+/// Reads until the peer's FIN (a read of 0). Unlike [`read_to_end`], a reset is a
+/// failure: it shows that the peer's last bytes could have been destroyed.
+pub fn read_to_fin(s: &mut TcpStream) -> Vec<u8> {
+    let mut all = Vec::new();
+    let mut buf = [0; 64 * 1024];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return all,
+            Ok(n) => all.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => panic!(
+                "expected data then a clean EOF, got {e} after {} bytes: {:?}",
+                all.len(),
+                String::from_utf8_lossy(&all[all.len().saturating_sub(200)..])
+            ),
+        }
+    }
+}
+
+/// Asserts that nothing arrives on `s` for `quiet` (and that it is not closed).
+pub fn assert_silent(s: &mut TcpStream, quiet: Duration) {
+    s.set_read_timeout(Some(quiet)).unwrap();
+    let mut buf = [0; 256];
+    match s.read(&mut buf) {
+        Ok(0) => panic!("the server closed the connection"),
+        Ok(n) => panic!("unexpected bytes: {:?}", String::from_utf8_lossy(&buf[..n])),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) => {}
+        Err(e) => panic!("read failed: {e}"),
+    }
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+}
+
+/// Makes the next close of `s` send a RST instead of a FIN (SO_LINGER 0).
+pub fn set_linger_zero(s: &TcpStream) {
+    socket2::SockRef::from(s)
+        .set_linger(Some(Duration::ZERO))
+        .expect("SO_LINGER 0");
+}
+
+/// True when an IPv6 loopback socket can be bound here.
+pub fn ipv6_loopback() -> bool {
+    std::net::TcpListener::bind("[::1]:0").is_ok()
+}
+
+/// Runs `cmd` with `input` on its stdin (then closed), collecting stdout and stderr;
+/// kills it and panics if it runs longer than `timeout`.
+pub fn run_with_input(mut cmd: Command, input: &[u8], timeout: Duration) -> std::process::Output {
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn");
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+        // Dropping stdin closes it: the program sees EOF.
+    });
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let out_reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out.read_to_end(&mut v);
+        v
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = err.read_to_end(&mut v);
+        v
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let stdout = out_reader.join().unwrap();
+            let stderr = err_reader.join().unwrap();
+            panic!(
+                "{cmd:?} did not finish within {timeout:?}\nstdout: {}\nstderr: {}",
+                String::from_utf8_lossy(&stdout),
+                String::from_utf8_lossy(&stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let _ = writer.join();
+    std::process::Output {
+        status,
+        stdout: out_reader.join().unwrap(),
+        stderr: err_reader.join().unwrap(),
+    }
+}
+
+/// Runs `echod` with `args` to completion (for flags that make it exit at once).
+pub fn run_echod(args: &[&str]) -> std::process::Output {
+    let mut cmd = Command::new(echod_bin());
+    cmd.args(args);
+    run_with_input(cmd, b"", TIMEOUT)
+}
+
+/// Every flood line is 8 digits and a newline.
+pub const FLOOD_LINE_LEN: u64 = 9;
+
+/// The `j`-th line of a flood (see [`flood`]).
+pub fn flood_line(j: u64) -> String {
+    format!("{j:08}\n")
+}
+
+/// What [`flood`] managed to send.
+#[derive(Debug, Clone, Copy)]
+pub struct Flooded {
+    /// Bytes the kernel accepted: `bytes / FLOOD_LINE_LEN` complete lines, then a
+    /// fragment of the next one.
+    pub bytes: u64,
+    /// A write made no progress for the whole stall time (the peer stopped taking data).
+    pub blocked: bool,
+}
+
+/// Writes the flood lines `00000000\n`, `00000001\n`, … to `s` without reading, until a
+/// write makes no progress for `stall` or `cap` bytes are sent. `sent` (if given) is kept
+/// up to date so another thread can watch. Never hangs: each write is bounded by `stall`.
+pub fn flood(
+    s: &mut TcpStream,
+    stall: Duration,
+    cap: u64,
+    sent: Option<&std::sync::atomic::AtomicU64>,
+) -> Flooded {
+    const LINES_PER_CHUNK: u64 = 7000;
+    s.set_write_timeout(Some(stall)).unwrap();
+    let chunk_of = |first: u64| -> Vec<u8> {
+        (first..first + LINES_PER_CHUNK)
+            .flat_map(|j| flood_line(j).into_bytes())
+            .collect()
+    };
+    let mut first = 0;
+    let mut chunk = chunk_of(first);
+    let mut off = 0;
+    let mut bytes = 0;
+    let mut blocked = false;
+    while bytes < cap {
+        match s.write(&chunk[off..]) {
+            Ok(0) => panic!("write returned 0 after {bytes} bytes"),
+            Ok(n) => {
+                off += n;
+                bytes += n as u64;
+                if let Some(sent) = sent {
+                    sent.store(bytes, std::sync::atomic::Ordering::SeqCst);
+                }
+                if off == chunk.len() {
+                    first += LINES_PER_CHUNK;
+                    chunk = chunk_of(first);
+                    off = 0;
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                blocked = true;
+                break;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => panic!("flood write failed after {bytes} bytes: {e}"),
+        }
+    }
+    s.set_write_timeout(Some(TIMEOUT)).unwrap();
+    Flooded { bytes, blocked }
+}
+
+/// Sends `lines` (each gets a `\n`) and checks the replies, exactly: a quick "this client
+/// is still served" probe.
+pub fn assert_echoes(s: &mut TcpStream, lines: &[&str]) {
+    let data: Vec<u8> = lines
+        .iter()
+        .flat_map(|l| format!("{l}\n").into_bytes())
+        .collect();
+    s.write_all(&data).unwrap();
+    let want = replies(lines);
+    assert_eq!(
+        String::from_utf8_lossy(&read_n(s, want.len())),
+        String::from_utf8_lossy(&want)
+    );
+}
+
+impl Echod {
+    /// Waits (up to [`TIMEOUT`]) for a log line containing `needle` and returns it; fails
+    /// showing the whole log otherwise. Use this rather than `log().contains(…)`: the log
+    /// is read by another thread and may lag behind the process, even after it exited.
+    pub fn expect_log(&self, needle: &str) -> String {
+        self.wait_for_log(needle, TIMEOUT)
+            .unwrap_or_else(|| panic!("no log line contains {needle:?}; log:\n{}", self.log()))
+    }
+}
+
+impl Echod {
+    /// Waits (up to [`TIMEOUT`]) until at least `n` log lines contain `needle`; fails
+    /// showing the log otherwise. Returns the count reached.
+    pub fn expect_log_count(&self, needle: &str, n: usize) -> usize {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let count = self.count_log(needle);
+            if count >= n {
+                return count;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "{count} log lines contain {needle:?}, expected {n}; log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
 }
