@@ -40,6 +40,8 @@
 //!   IPv6 addresses plus the TLVs HAProxy commonly adds (ALPN, authority/SNI up to 255
 //!   bytes, a unique ID up to 128 bytes, CRC32c). It is also what dnsdist accepts by default.
 //!   A v2 header announcing more is [`Parse::Invalid`] as soon as its length field arrives.
+//!   HAProxy's optional SSL TLVs (`send-proxy-v2-ssl-cn`) can carry certificate names that
+//!   push a header past 512 bytes; raising the constant is all such a setup needs.
 //! - **Families we do not serve.** With the v2 PROXY command, UDP over IPv4/IPv6 and UNIX
 //!   stream/datagram addresses give [`Source::Unknown`]: the spec asks receivers to fall back
 //!   to UNSPEC for valid combinations they do not implement, and echod only speaks TCP. The
@@ -50,7 +52,8 @@
 //!   family and skip the announced length.
 //! - **Strict v1.** As the spec demands, numbers must not have leading zeros (`010.0.0.1`
 //!   and port `080` are invalid), fields are separated by exactly one space, and the line ends
-//!   with CRLF, never a bare CR or LF. IPv6 addresses may use the dotted-quad tail that
+//!   with CRLF, never a bare CR or LF (after `UNKNOWN`, anything before the CRLF is ignored,
+//!   as the spec says). IPv6 addresses may use the dotted-quad tail that
 //!   `inet_ntop` produces for mapped addresses (`::ffff:192.0.2.1`); they are reported as
 //!   IPv6, as written.
 //!
@@ -126,9 +129,11 @@ const V2_FIXED: usize = 16;
 /// The one v2 version we know (the high nibble of the 13th byte).
 const V2_VERSION: u8 = 2;
 
-/// Reasons we give for refusing a header, shared by the complete and the partial checks.
+// The reasons we give for refusing a header, shared by the complete and the partial checks
+// so that a header gets the same reason however it was split.
 const NOT_PROXY: &str = "not a PROXY protocol header";
 const V1_NO_CRLF: &str = "v1 header has no CRLF within 107 bytes";
+const V1_BARE_CR: &str = "v1 header has a CR without LF";
 const V1_PROTOCOL: &str = "v1 protocol is not TCP4, TCP6 or UNKNOWN";
 const V1_TOO_FEW: &str = "v1 header has too few fields";
 const V1_TOO_MANY: &str = "v1 header has too many fields";
@@ -166,25 +171,44 @@ pub fn parse(buf: &[u8]) -> Parse {
 // ---------------------------------------------------------------------------------------
 
 /// Parses a buffer that starts with the v1 signature.
+///
+/// Every answer depends only on the bytes that decided it, so a line keeps the reason it was
+/// first refused for however many bytes follow: the log says what actually went wrong.
 fn parse_v1(buf: &[u8]) -> Parse {
-    // We only look for the CRLF where the spec allows it: a terminator at bytes 107..108
-    // would make a 108-byte line, which is invalid.
+    // We never look past the longest line the spec allows: a CRLF at bytes 107..108 would
+    // make a 108-byte line, which is invalid.
     let window = &buf[..buf.len().min(V1_MAX_LINE)];
-    if let Some(end) = window.windows(2).position(|pair| pair == b"\r\n") {
-        return match parse_v1_line(&window[V1_SIGNATURE.len()..end]) {
-            Ok(source) => Parse::Done {
-                source,
-                len: end + 2,
-            },
+    let head = &window[V1_SIGNATURE.len()..];
+    let Some(cr) = head.iter().position(|&byte| byte == b'\r') else {
+        // No CR yet: the line is still growing, and must be a possible start of a line.
+        return match check_v1_prefix(head) {
             Err(reason) => Parse::Invalid(reason),
+            Ok(()) if buf.len() >= V1_MAX_LINE => Parse::Invalid(V1_NO_CRLF),
+            Ok(()) => Parse::Incomplete,
         };
-    }
-    // A line that went wrong early keeps that reason however much follows it; only a line
-    // that was fine so far can fail for want of a CRLF.
-    match check_v1_prefix(&window[V1_SIGNATURE.len()..]) {
-        Err(reason) => Parse::Invalid(reason),
-        Ok(()) if buf.len() >= V1_MAX_LINE => Parse::Invalid(V1_NO_CRLF),
-        Ok(()) => Parse::Incomplete,
+    };
+    // No field may contain a CR, so the first one ends the line's fields: what comes before
+    // it must be a complete, valid line.
+    let source = match parse_v1_line(&head[..cr]) {
+        Ok(source) => source,
+        Err(reason) => return Parse::Invalid(reason),
+    };
+    let crlf_at = match source {
+        // For UNKNOWN, the spec says to ignore anything before the CRLF, a lone CR included.
+        Source::Unknown => window.windows(2).position(|pair| pair == b"\r\n"),
+        Source::Tcp { .. } => match head.get(cr + 1) {
+            Some(b'\n') => Some(V1_SIGNATURE.len() + cr),
+            Some(_) => return Parse::Invalid(V1_BARE_CR),
+            None => None,
+        },
+    };
+    match crlf_at {
+        Some(at) => Parse::Done {
+            source,
+            len: at + 2,
+        },
+        None if buf.len() >= V1_MAX_LINE => Parse::Invalid(V1_NO_CRLF),
+        None => Parse::Incomplete,
     }
 }
 
@@ -219,14 +243,10 @@ fn parse_v1_tcp(fields: &[u8], family: Family) -> Result<Source, &'static str> {
     })
 }
 
-/// Checks that `partial` (the bytes after `PROXY `, no CRLF among them yet) can still grow
-/// into a valid line, so that garbage is refused now rather than after the timeout.
+/// Checks that `partial` (the bytes after `PROXY `, no CR among them yet) can still grow
+/// into a valid line, so that garbage is refused now rather than after the timeout. It
+/// checks in the order `parse_v1_line` does, so both give the same reason.
 fn check_v1_prefix(partial: &[u8]) -> Result<(), &'static str> {
-    // A trailing CR can only be the start of the CRLF, so the line before it must already
-    // be complete and valid.
-    if let Some(line) = partial.strip_suffix(b"\r") {
-        return parse_v1_line(line).map(drop);
-    }
     match split_at_space(partial) {
         (b"UNKNOWN", Some(_)) => Ok(()),
         (b"TCP4", Some(rest)) => check_v1_tcp_prefix(rest, Family::V4),
@@ -324,13 +344,14 @@ impl Family {
 
 /// Checks that `text` can still grow into a valid port: decimal digits only (no sign), no
 /// leading zero, at most 5 digits and at most 65535. Each of these stays broken whatever
-/// digits follow, so the check is exact for a growing field.
+/// bytes follow, so the check is exact for a growing field.
 fn check_port_prefix(text: &[u8]) -> Result<(), &'static str> {
-    if !text.iter().all(u8::is_ascii_digit) || text.len() > 5 {
-        return Err(V1_PORT);
-    }
+    // The leading zero first: it is the one check that more bytes cannot turn into another.
     if text.len() > 1 && text[0] == b'0' {
         return Err(V1_LEADING_ZERO);
+    }
+    if !text.iter().all(u8::is_ascii_digit) || text.len() > 5 {
+        return Err(V1_PORT);
     }
     if decimal(text) > u32::from(u16::MAX) {
         return Err(V1_PORT);
@@ -715,7 +736,8 @@ mod tests {
         assert_invalid(b"PROXY TCP4 1.2.3.4 5.6.7.8 100000 1\r\n", V1_PORT);
         assert_invalid(b"PROXY TCP4 1.2.3.4 5.6.7.8 +80 1\r\n", V1_PORT);
         assert_invalid(b"PROXY TCP4 1.2.3.4 5.6.7.8 -1 1\r\n", V1_PORT);
-        assert_invalid(b"PROXY TCP4 1.2.3.4 5.6.7.8 0x50 1\r\n", V1_PORT);
+        assert_invalid(b"PROXY TCP4 1.2.3.4 5.6.7.8 x50 1\r\n", V1_PORT);
+        assert_invalid(b"PROXY TCP4 1.2.3.4 5.6.7.8 0x50 1\r\n", V1_LEADING_ZERO);
         assert_invalid(b"PROXY TCP4 1.2.3.4 5.6.7.8 080 1\r\n", V1_LEADING_ZERO);
         assert_invalid(b"PROXY TCP4 1.2.3.4 5.6.7.8 1 00\r\n", V1_LEADING_ZERO);
         // 65536 is refused at its last digit, before any space or CRLF.
@@ -755,8 +777,10 @@ mod tests {
     #[test]
     fn v1_line_ends_with_crlf_only() {
         assert_invalid(b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n", V1_PORT);
-        assert_invalid(b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\rX", V1_PORT);
-        assert_invalid(b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\r\n", V1_PORT);
+        assert_invalid(b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\rX", V1_BARE_CR);
+        assert_invalid(b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\r\n", V1_BARE_CR);
+        assert_invalid(b"PROXY TCP4 1.2.3.4\r 5.6.7.8 1 2\r\n", V1_TOO_FEW);
+        assert_invalid(b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\t\r\n", V1_PORT);
         assert_invalid(b"PROXY UNKNOWN\n", V1_PROTOCOL);
         // A bare LF after UNKNOWN is just ignored text: we keep waiting for the CRLF.
         assert_eq!(parse(b"PROXY UNKNOWN x\nGET /"), Parse::Incomplete);
