@@ -346,6 +346,8 @@ impl Server {
             // The header arrived: log the real client, and from now on time it out
             // like any other client.
             if let Source::Tcp { client, .. } = source {
+                // An IPv6-mapped IPv4 address (`::ffff:192.0.2.1`) is logged as IPv4.
+                let client = SocketAddr::new(client.ip().to_canonical(), client.port());
                 info!("Connected with {client} (via proxy {})", entry.peer);
                 entry.peer = client;
             } else {
