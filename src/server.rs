@@ -37,7 +37,7 @@ use crate::net::{self, accept_transient, interrupted, out_of_fds, would_block};
 use crate::proxy::Source;
 use crate::slots::Slots;
 use crate::stats::Stats;
-use crate::timers::Timers;
+use crate::timers::{Clock, Tick, Timers};
 
 /// The signal pipe's token. Connection tokens are slab keys, counted up from 0, so the
 /// top of the token space is free for the few non-connection sources.
@@ -99,10 +99,11 @@ struct Entry {
     write_shut: bool,
     /// Unique for the life of the process, to tell a reused slab key from the old one.
     serial: u64,
-    /// When this connection times out, unless activity pushes it back.
-    deadline: Option<Instant>,
-    /// The deadline of this connection's one live entry in [`Timers`].
-    armed: Option<Instant>,
+    /// When this connection times out, unless activity pushes it back (`NEVER`: no
+    /// idle timeout).
+    deadline: Tick,
+    /// The deadline of this connection's one live entry in [`Timers`] (`NEVER`: none).
+    armed: Tick,
     /// The client's address, for the logs.
     peer: SocketAddr,
     /// Bytes read from this client.
@@ -148,6 +149,10 @@ pub struct Server {
     next_serial: u64,
     /// The time of the current loop turn (one clock read per batch, not per event).
     now: Instant,
+    /// The same, as a [`Tick`] of `clock`.
+    tick: Tick,
+    /// Converts between `Instant`s and the compact ticks connections store.
+    clock: Clock,
     /// Started by systemd with `NOTIFY_SOCKET`: send READY/STATUS/STOPPING.
     systemd: bool,
     /// When to send the next `STATUS=` (set when the connection count changes).
@@ -188,6 +193,7 @@ impl Server {
                 .register(listener, Token(LISTENER_BASE - i), Interest::READABLE)?;
         }
         let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1])?;
+        let clock = Clock::new();
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
         Ok(Server {
@@ -208,6 +214,8 @@ impl Server {
             accept_retry: None,
             next_serial: 0,
             now: Instant::now(),
+            tick: clock.tick(Instant::now()),
+            clock,
             systemd: std::env::var_os("NOTIFY_SOCKET").is_some(),
             status_due: None,
         })
@@ -245,6 +253,7 @@ impl Server {
                 return Err(e);
             }
             self.now = Instant::now();
+            self.tick = self.clock.tick(self.now);
             for event in events.iter() {
                 match event.token() {
                     SIGNALS => self.handle_signals(),
@@ -274,7 +283,7 @@ impl Server {
             return Some(Duration::ZERO);
         }
         let next = [
-            self.timers.next_deadline(),
+            self.timers.next_deadline().map(|t| self.clock.instant(t)),
             self.drain_deadline,
             self.accept_retry,
             self.status_due,
@@ -314,8 +323,8 @@ impl Server {
             return;
         };
         let p = &self.protocol;
-        let clock = Clock {
-            now: self.now,
+        let clock = Now {
+            tick: self.tick,
             idle: self.idle_timeout,
         };
         let lines_before = entry.conn.lines();
@@ -356,7 +365,7 @@ impl Server {
                     entry.peer
                 );
             }
-            entry.deadline = clock.idle.map(|t| clock.now + t);
+            entry.deadline = clock.idle_deadline();
         }
         if entry.conn.state() == State::Lingering && !entry.write_shut {
             // All replies are out: send our FIN now, then wait (bounded) for theirs.
@@ -364,8 +373,7 @@ impl Server {
             if entry.stream.shutdown(Shutdown::Write).is_err() {
                 entry.conn.handle_error();
             }
-            let linger_until = self.now + LINGER;
-            entry.deadline = Some(entry.deadline.map_or(linger_until, |d| d.min(linger_until)));
+            entry.deadline = entry.deadline.min(self.tick.after(LINGER));
         }
         if entry.conn.is_closed() {
             self.conns.retire(key);
@@ -398,22 +406,22 @@ impl Server {
                 return;
             }
         }
-        while let Some(timer) = self.timers.pop_due(self.now) {
+        let idle_deadline = self.idle_deadline();
+        while let Some(timer) = self.timers.pop_due(self.tick) {
             let Some(entry) = self.conns.get_mut(timer.key) else {
                 continue;
             };
-            if entry.serial != timer.serial || entry.armed != Some(timer.at) {
+            if entry.serial != timer.serial || entry.armed != timer.at {
                 continue; // A stale entry: its connection is gone or re-armed since.
             }
-            entry.armed = None;
-            match entry.deadline {
-                Some(deadline) if deadline <= self.now => {
-                    entry.deadline = self.idle_timeout.map(|t| self.now + t);
-                    entry.conn.handle_timeout();
-                    self.drive(timer.key);
-                }
+            entry.armed = Tick::NEVER;
+            if entry.deadline <= self.tick {
+                entry.deadline = idle_deadline;
+                entry.conn.handle_timeout();
+                self.drive(timer.key);
+            } else {
                 // Activity pushed the deadline back since this entry was scheduled.
-                _ => arm_timer(&mut self.timers, timer.key, entry),
+                arm_timer(&mut self.timers, timer.key, entry);
             }
         }
     }
@@ -527,11 +535,11 @@ impl Server {
             write_shut: false,
             serial: self.next_serial,
             deadline: if self.protocol.proxy_protocol {
-                Some(self.now + PROXY_HEADER_TIMEOUT)
+                self.tick.after(PROXY_HEADER_TIMEOUT)
             } else {
-                self.idle_timeout.map(|t| self.now + t)
+                self.idle_deadline()
             },
-            armed: None,
+            armed: Tick::NEVER,
             peer,
             bytes_in: 0,
             bytes_out: 0,
@@ -545,6 +553,15 @@ impl Server {
             }
         }
         self.drive(key);
+    }
+
+    /// When a connection that is active now goes idle.
+    fn idle_deadline(&self) -> Tick {
+        Now {
+            tick: self.tick,
+            idle: self.idle_timeout,
+        }
+        .idle_deadline()
     }
 
     /// Handles every pending signal.
@@ -667,7 +684,7 @@ impl Server {
 /// safe with edge-triggered epoll because every new segment that arrives after this read
 /// raises a new edge. The exception is a FIN that was already reported: it raises no
 /// new edge, so then we keep reading until we see the EOF (a read of 0).
-fn read_some(entry: &mut Entry, p: &Protocol, scratch: &mut [u8], stats: &mut Stats, clock: Clock) {
+fn read_some(entry: &mut Entry, p: &Protocol, scratch: &mut [u8], stats: &mut Stats, clock: Now) {
     match entry.stream.read(scratch) {
         Ok(0) => {
             entry.can_read = false;
@@ -693,7 +710,7 @@ fn read_some(entry: &mut Entry, p: &Protocol, scratch: &mut [u8], stats: &mut St
 }
 
 /// Writes pending output until it is all sent or the socket is full.
-fn write_all(entry: &mut Entry, p: &Protocol, stats: &mut Stats, clock: Clock) {
+fn write_all(entry: &mut Entry, p: &Protocol, stats: &mut Stats, clock: Now) {
     while entry.can_write {
         let out = entry.conn.poll_output();
         if out.is_empty() {
@@ -726,28 +743,35 @@ fn write_all(entry: &mut Entry, p: &Protocol, stats: &mut Stats, clock: Clock) {
 /// touched when the old deadline comes due (see [`crate::timers`]). A lingering
 /// connection keeps its short linger deadline whatever it sends, and so does one that
 /// has not finished its PROXY header.
-fn touch(entry: &mut Entry, clock: Clock) {
+fn touch(entry: &mut Entry, clock: Now) {
     if !matches!(entry.conn.state(), State::Lingering | State::ProxyHeader) {
-        entry.deadline = clock.idle.map(|t| clock.now + t);
+        entry.deadline = clock.idle_deadline();
     }
 }
 
 /// What the I/O helpers need to know about time: now, and the idle timeout.
 #[derive(Debug, Clone, Copy)]
-struct Clock {
+struct Now {
     /// The time of this loop turn.
-    now: Instant,
+    tick: Tick,
     /// `--idle-timeout`.
     idle: Option<Duration>,
 }
 
+impl Now {
+    /// When a connection active now goes idle (`NEVER` without an idle timeout).
+    fn idle_deadline(self) -> Tick {
+        self.idle.map_or(Tick::NEVER, |t| self.tick.after(t))
+    }
+}
+
 /// Makes sure the connection's deadline has a live timer at or before it.
 fn arm_timer(timers: &mut Timers, key: usize, entry: &mut Entry) {
-    if let Some(deadline) = entry.deadline {
-        if entry.armed.is_none_or(|armed| deadline < armed) {
-            timers.schedule(deadline, key, entry.serial);
-            entry.armed = Some(deadline);
-        }
+    // NEVER sorts after every real tick, so "no deadline" never arms, and "no timer
+    // armed" (armed == NEVER) arms any real deadline.
+    if entry.deadline < entry.armed {
+        timers.schedule(entry.deadline, key, entry.serial);
+        entry.armed = entry.deadline;
     }
 }
 
@@ -773,5 +797,23 @@ fn clamp_to_fd_limit(wanted: usize) -> usize {
             warn!("cannot read the file descriptor limit: {e}");
             wanted
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What one idle connection costs the loop: its entry (the slab slot) plus one timer.
+    /// Buffers are not counted: an idle connection has none.
+    #[test]
+    fn an_idle_connection_costs_a_few_hundred_bytes() {
+        let entry = std::mem::size_of::<Entry>();
+        let timer = std::mem::size_of::<crate::timers::Timer>();
+        eprintln!(
+            "Entry {entry} B, Connection {} B, timer {timer} B",
+            std::mem::size_of::<Connection>()
+        );
+        assert!(entry + timer <= 256, "{entry} + {timer} bytes");
     }
 }
