@@ -1,0 +1,568 @@
+//! `echoc load ADDR`: many verified connections from one thread.
+//!
+//! The generator is the server's loop turned around. Where the server keeps a
+//! slab of accepted connections, we keep a slab of connections we opened;
+//! each is a small state machine ([`conn`]) and its slab key is its mio
+//! token. One `poll` waits for all of them, plus the timers we need (the
+//! progress line, pacing, connect timeouts, the end of the run), which become
+//! the `poll` timeout rather than threads.
+//!
+//! A run goes like this:
+//!
+//! 1. open connections, at most [`MAX_CONNECTING`] handshakes at a time (so
+//!    the server's listen backlog is not overrun) and no faster than
+//!    `--connect-rate`;
+//! 2. each reads the banner, then keeps `--pipeline` lines in flight, every
+//!    reply checked byte for byte ([`checker`]) and timed;
+//! 3. when `--duration` is over we stop sending and half-close; the server
+//!    answers what it has and closes, and we wait for that (at most
+//!    `--drain`);
+//! 4. print the summary ([`report`]).
+//!
+//! With `--idle` the connections read their banner and then say nothing; the
+//! hold time starts once every connection is up (or has failed).
+
+pub mod checker;
+pub mod conn;
+pub mod pace;
+pub mod report;
+pub mod source;
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use mio::event::Event;
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+
+use self::checker::{Mismatch, ReplyChecker, Where};
+use self::conn::{Conn, End, Phase};
+use self::pace::TokenBucket;
+use self::report::{ErrorKind, Progress, Setup, Stats, Summary};
+use self::source::SourceRange;
+use super::escape::escape;
+use super::net::{self, connect_outcome, describe, interrupted, out_of_fds};
+use super::Fatal;
+
+/// At most this many handshakes in flight: a burst of thousands of SYNs would
+/// overflow the server's listen backlog and turn into slow SYN retries.
+pub const MAX_CONNECTING: usize = 256;
+
+/// Everything `echoc load` can be told.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// `HOST:PORT` of the server.
+    pub target: String,
+    /// How many connections to open.
+    pub connections: usize,
+    /// How long to send (or, with `idle`, to hold the connections).
+    pub duration: Duration,
+    /// Bytes per line, the newline included.
+    pub line_bytes: usize,
+    /// Lines in flight per connection (1 = ping-pong).
+    pub pipeline: usize,
+    /// Cap on lines per second, all connections together.
+    pub rate: Option<f64>,
+    /// Cap on connections opened per second.
+    pub connect_rate: Option<f64>,
+    /// Hold the connections silent instead of sending.
+    pub idle: bool,
+    /// Local addresses to bind to, round-robin.
+    pub source: Option<SourceRange>,
+    /// What the server puts before each echoed line.
+    pub prefix: Vec<u8>,
+    /// Lines of banner the server sends first.
+    pub banner_lines: usize,
+    /// The exact banner, if it should be checked.
+    pub banner: Option<Vec<u8>>,
+    /// Give up on a handshake after this long.
+    pub connect_timeout: Duration,
+    /// How long to wait for the last replies after the run.
+    pub drain: Duration,
+    /// Print the JSON summary line.
+    pub json: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            target: String::new(),
+            connections: 10,
+            duration: Duration::from_secs(10),
+            line_bytes: 16,
+            pipeline: 1,
+            rate: None,
+            connect_rate: None,
+            idle: false,
+            source: None,
+            prefix: b"OK...".to_vec(),
+            banner_lines: 1,
+            banner: None,
+            connect_timeout: Duration::from_secs(10),
+            drain: Duration::from_secs(2),
+            json: false,
+        }
+    }
+}
+
+/// Runs the load and returns its summary. `Err` only for failures that stop
+/// the run from starting (the target does not resolve, ...); everything that
+/// goes wrong on connections is counted in the summary instead.
+pub fn run(opts: &LoadOptions) -> Result<Summary, Fatal> {
+    let addr = net::resolve_target(&opts.target)?;
+    if let Some(source) = &opts.source {
+        if source.is_ipv4() != addr.is_ipv4() {
+            return Err(Fatal(format!(
+                "--source and {} are not the same address family",
+                opts.target
+            )));
+        }
+    }
+    raise_fd_limit(opts.connections);
+    let mut generator = Generator::new(opts, addr)?;
+    let elapsed = generator.run()?;
+    let setup = Setup {
+        target: opts.target.clone(),
+        connections: opts.connections as u64,
+        duration: opts.duration,
+        line_bytes: opts.line_bytes,
+        pipeline: opts.pipeline,
+        idle: opts.idle,
+    };
+    Ok(generator.stats.summary(setup, elapsed))
+}
+
+/// Each connection needs a file descriptor, and the usual soft limit (1024)
+/// is far below what a C10K test needs. The hard limit is often much higher
+/// and raising the soft one up to it needs no privilege, so we try; if it is
+/// still too low, the connects that fail with `EMFILE` say so.
+fn raise_fd_limit(connections: usize) {
+    let wanted = connections as u64 + 64;
+    let _ = rlimit::increase_nofile_limit(wanted);
+}
+
+/// The load generator's state: the connections and the loop's bookkeeping.
+struct Generator<'o> {
+    opts: &'o LoadOptions,
+    addr: SocketAddr,
+    poll: Poll,
+    conns: Slab<Conn>,
+    stats: Stats,
+    /// One read buffer for every connection: we finish with the bytes of a
+    /// read before the next read, so there is no need for one each.
+    buf: Vec<u8>,
+    banner: Option<Rc<[u8]>>,
+    /// Connections not opened yet.
+    to_open: usize,
+    next_id: u64,
+    /// Handshakes in flight.
+    connecting: usize,
+    /// Connect deadlines in opening order, hence in time order:
+    /// `(deadline, key, id)`.
+    connect_deadlines: VecDeque<(Instant, usize, u64)>,
+    connect_pace: Option<TokenBucket>,
+    line_pace: Option<TokenBucket>,
+    /// Connections waiting for a `--rate` token: `(key, id)`, oldest first.
+    waiting: VecDeque<(usize, u64)>,
+    /// The run is over: no more lines, no more connections.
+    draining: bool,
+}
+
+/// A connection's mio token is its slab key. Slab keys are reused once a
+/// connection is gone, so whatever remembers a connection across loop turns
+/// (the wait list, the connect deadlines) also remembers its id and checks it.
+fn token_of(key: usize) -> Token {
+    Token(key)
+}
+
+impl<'o> Generator<'o> {
+    fn new(opts: &'o LoadOptions, addr: SocketAddr) -> Result<Generator<'o>, Fatal> {
+        let poll = Poll::new().map_err(|e| Fatal(format!("poll: {}", describe(&e))))?;
+        let now = Instant::now();
+        Ok(Generator {
+            opts,
+            addr,
+            poll,
+            conns: Slab::with_capacity(opts.connections.min(1 << 20)),
+            stats: Stats::new(),
+            buf: vec![0; 64 * 1024],
+            banner: opts.banner.as_deref().map(Rc::from),
+            to_open: opts.connections,
+            next_id: 0,
+            connecting: 0,
+            connect_deadlines: VecDeque::new(),
+            connect_pace: opts.connect_rate.map(|r| TokenBucket::new(r, now)),
+            line_pace: opts.rate.map(|r| TokenBucket::new(r, now)),
+            waiting: VecDeque::new(),
+            draining: false,
+        })
+    }
+
+    /// The loop. Returns how long the run took, start to last reply.
+    fn run(&mut self) -> Result<Duration, Fatal> {
+        let start = Instant::now();
+        let mut progress = Progress::new(start);
+        let mut events = Events::with_capacity(1024);
+        // When sending stops; for --idle, set once all connections are up.
+        let mut stop_at = (!self.opts.idle).then(|| start + self.opts.duration);
+        let mut drain_until = None;
+        loop {
+            let now = Instant::now();
+            self.open_connections(now);
+            self.expire_connects(now);
+            self.serve_waiting(now);
+            if stop_at.is_none() && self.to_open == 0 && self.connecting == 0 {
+                stop_at = Some(now + self.opts.duration);
+            }
+            // Every connection has failed and none are left to open: there
+            // is nothing to wait for.
+            let all_gone = self.to_open == 0 && self.conns.is_empty();
+            if !self.draining && (all_gone || stop_at.is_some_and(|t| now >= t)) {
+                self.stop();
+                drain_until = Some(now + self.opts.drain);
+            }
+            if self.draining && (self.conns.is_empty() || drain_until.is_some_and(|t| now >= t)) {
+                self.give_up_on_rest();
+                progress.finish();
+                return Ok(now.duration_since(start));
+            }
+            progress.tick(now, &self.stats, self.opts.connections as u64);
+            let wake = self.next_wake(now, [Some(progress.due()), stop_at, drain_until]);
+            match self
+                .poll
+                .poll(&mut events, Some(wake.saturating_duration_since(now)))
+            {
+                Ok(()) => {}
+                Err(e) if interrupted(&e) => continue,
+                Err(e) => return Err(Fatal(format!("poll: {}", describe(&e)))),
+            }
+            let now = Instant::now();
+            for event in events.iter() {
+                self.on_event(event, now);
+            }
+        }
+    }
+
+    /// The earliest moment the loop must wake up even without events.
+    fn next_wake(&mut self, now: Instant, timers: [Option<Instant>; 3]) -> Instant {
+        let mut wake = timers
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(now + Duration::from_secs(1));
+        if let Some(&(deadline, _, _)) = self.connect_deadlines.front() {
+            wake = wake.min(deadline);
+        }
+        if self.to_open > 0 && self.connecting < MAX_CONNECTING {
+            if let Some(pace) = &mut self.connect_pace {
+                wake = wake.min(now + pace.wait(now));
+            }
+        }
+        if !self.waiting.is_empty() {
+            if let Some(pace) = &mut self.line_pace {
+                wake = wake.min(now + pace.wait(now));
+            }
+        }
+        wake
+    }
+
+    /// Opens connections while we may: some are left, few enough
+    /// handshakes are in flight, and the connect rate allows.
+    fn open_connections(&mut self, now: Instant) {
+        while self.to_open > 0 && !self.draining && self.connecting < MAX_CONNECTING {
+            if let Some(pace) = &mut self.connect_pace {
+                if !pace.take(now) {
+                    break;
+                }
+            }
+            self.to_open -= 1;
+            self.open_one(now);
+        }
+    }
+
+    /// Starts one connect and registers the socket for both directions: it
+    /// becomes writable when the handshake ends, then readable with data.
+    fn open_one(&mut self, now: Instant) {
+        let id = self.next_id;
+        self.next_id += 1;
+        let source = self.opts.source.map(|range| range.nth(id));
+        let mut stream = match net::start_connect(self.addr, source) {
+            Ok(stream) => stream,
+            Err(e) => return self.connect_failed_at_once(id, &e),
+        };
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut stream, token_of(key), interest)
+        {
+            return self.connect_failed_at_once(id, &e);
+        }
+        let checker = ReplyChecker::new(self.opts.banner_lines, self.banner.clone());
+        entry.insert(Conn::new(id, stream, checker));
+        self.stats.opened += 1;
+        self.connecting += 1;
+        self.connect_deadlines
+            .push_back((now + self.opts.connect_timeout, key, id));
+    }
+
+    /// A connect that failed before it started. Out of file descriptors, the
+    /// rest would fail the same way: count them all now rather than spin.
+    fn connect_failed_at_once(&mut self, id: u64, e: &std::io::Error) {
+        let addr = self.addr;
+        if out_of_fds(e) {
+            let limit = rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(0, |(soft, _)| soft);
+            let count = 1 + self.to_open as u64;
+            self.to_open = 0;
+            self.stats.error(ErrorKind::Connect, count, || {
+                format!(
+                    "conn {id}: {} (open file limit {limit}; raise it with ulimit -n)",
+                    describe(e)
+                )
+            });
+        } else {
+            self.stats.error(ErrorKind::Connect, 1, || {
+                format!("conn {id}: connect to {addr}: {}", describe(e))
+            });
+        }
+    }
+
+    /// Fails handshakes that have taken longer than `--connect-timeout`, and
+    /// forgets deadlines of connections no longer connecting.
+    fn expire_connects(&mut self, now: Instant) {
+        while let Some(&(deadline, key, id)) = self.connect_deadlines.front() {
+            let still_connecting = self
+                .conns
+                .get(key)
+                .is_some_and(|c| c.id == id && c.phase == Phase::Connecting);
+            if still_connecting && deadline > now {
+                break;
+            }
+            self.connect_deadlines.pop_front();
+            if still_connecting {
+                let secs = self.opts.connect_timeout.as_secs_f64();
+                self.fail(
+                    key,
+                    ErrorKind::Connect,
+                    format!("connect timed out after {secs} s"),
+                );
+            }
+        }
+    }
+
+    /// Readiness for one connection. Events may be stale (the connection
+    /// failed earlier in this batch, and its key may even be reused); that is
+    /// harmless, since a spurious readiness only costs a `WouldBlock`.
+    fn on_event(&mut self, event: &Event, now: Instant) {
+        let key = event.token().0;
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if conn.phase == Phase::Connecting {
+            match connect_outcome(conn.stream()) {
+                None => return,
+                Some(Err(e)) => {
+                    let why = format!("connect to {}: {}", self.addr, describe(&e));
+                    return self.fail(key, ErrorKind::Connect, why);
+                }
+                Some(Ok(())) => self.on_connected(key, now),
+            }
+        }
+        // Each step may have ended the connection, so look again before the
+        // next one.
+        let readable = event.is_readable() || event.is_read_closed() || event.is_error();
+        if readable && self.conns.contains(key) {
+            self.on_readable(key, now);
+        }
+        if event.is_writable() && self.conns.contains(key) {
+            self.flush(key);
+        }
+    }
+
+    fn on_connected(&mut self, key: usize, now: Instant) {
+        self.connecting -= 1;
+        if self.conns[key].connected() == Phase::Running {
+            self.stats.conn_up();
+            self.send_lines(key, now);
+        }
+    }
+
+    /// Reads and checks what arrived, then tops the pipeline back up.
+    fn on_readable(&mut self, key: usize, now: Instant) {
+        let conn = &mut self.conns[key];
+        let stats = &mut self.stats;
+        let report = conn.read_ready(&mut self.buf, now, |latency| stats.record_latency(latency));
+        stats.replies += report.replies as u64;
+        if report.banner_done && conn.phase == Phase::Banner {
+            conn.phase = Phase::Running;
+            stats.conn_up();
+        }
+        match report.end {
+            None => self.send_lines(key, now),
+            Some(End::Closed) => self.server_closed(key),
+            Some(End::Mismatch(mismatch)) => self.mismatch(key, &mismatch),
+            Some(End::Io(e)) => self.fail(key, ErrorKind::Io, describe(&e)),
+        }
+    }
+
+    /// Keeps `--pipeline` lines in flight, as `--rate` allows.
+    fn send_lines(&mut self, key: usize, now: Instant) {
+        let conn = &mut self.conns[key];
+        if conn.phase != Phase::Running || self.opts.idle || self.draining {
+            return;
+        }
+        while conn.outstanding() < self.opts.pipeline {
+            if let Some(pace) = &mut self.line_pace {
+                if !pace.take(now) {
+                    if !conn.waiting_for_token {
+                        conn.waiting_for_token = true;
+                        self.waiting.push_back((key, conn.id));
+                    }
+                    break;
+                }
+            }
+            conn.queue_line(self.opts.line_bytes, &self.opts.prefix, now);
+        }
+        self.flush(key);
+    }
+
+    /// Lets connections waiting for `--rate` tokens send, oldest first.
+    fn serve_waiting(&mut self, now: Instant) {
+        while let Some(&(key, id)) = self.waiting.front() {
+            if let Some(pace) = &mut self.line_pace {
+                if pace.wait(now) > Duration::ZERO {
+                    return;
+                }
+            }
+            self.waiting.pop_front();
+            if let Some(conn) = self.conns.get_mut(key).filter(|c| c.id == id) {
+                conn.waiting_for_token = false;
+                self.send_lines(key, now);
+            }
+        }
+    }
+
+    fn flush(&mut self, key: usize) {
+        if let Err(e) = self.conns[key].flush() {
+            self.fail(key, ErrorKind::Io, describe(&e));
+        }
+    }
+
+    /// The server closed its side: the expected end when draining with
+    /// nothing owed, an early close otherwise.
+    fn server_closed(&mut self, key: usize) {
+        let conn = &self.conns[key];
+        if conn.phase == Phase::Draining && conn.is_settled() {
+            return self.remove(key);
+        }
+        let why = match conn.phase {
+            Phase::Banner => "server closed before sending the banner".to_string(),
+            _ => format!(
+                "server closed with {} replies outstanding",
+                conn.outstanding()
+            ),
+        };
+        self.fail(key, ErrorKind::EarlyClose, why);
+    }
+
+    /// A wrong line: count it by what it was, and show it.
+    fn mismatch(&mut self, key: usize, m: &Mismatch) {
+        let kind = match m.at {
+            _ if m.is_server_error() => ErrorKind::ServerErr,
+            Where::Banner => ErrorKind::Banner,
+            Where::Reply | Where::Unexpected => ErrorKind::Mismatch,
+        };
+        let (expected, got) = (quote(&m.expected), quote(&m.got));
+        let why = match m.at {
+            Where::Banner if m.expected.is_empty() => {
+                format!("banner line {}: got {got}", m.index + 1)
+            }
+            Where::Banner => format!("banner: expected {expected}, got {got}"),
+            Where::Reply if m.skipped > 0 => format!(
+                "reply {} from byte {}: expected ...{expected}, got ...{got}",
+                m.index + 1,
+                m.skipped
+            ),
+            Where::Reply => format!("reply {}: expected {expected}, got {got}", m.index + 1),
+            Where::Unexpected => format!("unexpected data {got}"),
+        };
+        self.fail(key, kind, why);
+    }
+
+    /// Counts an error against a connection and closes it.
+    fn fail(&mut self, key: usize, kind: ErrorKind, why: String) {
+        let id = self.conns[key].id;
+        self.stats.error(kind, 1, || format!("conn {id}: {why}"));
+        self.remove(key);
+    }
+
+    /// Forgets a connection; dropping the socket closes it, which also takes
+    /// it out of the poll.
+    fn remove(&mut self, key: usize) {
+        let conn = self.conns.remove(key);
+        match conn.phase {
+            Phase::Connecting => self.connecting -= 1,
+            Phase::Banner => {}
+            Phase::Running | Phase::Draining => self.stats.up -= 1,
+        }
+    }
+
+    /// The run is over: stop opening and sending, and half-close every live
+    /// connection so the server answers what it has and closes.
+    fn stop(&mut self) {
+        self.draining = true;
+        self.to_open = 0;
+        self.waiting.clear();
+        let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            let conn = &mut self.conns[key];
+            match conn.phase {
+                Phase::Connecting => self.fail(
+                    key,
+                    ErrorKind::Connect,
+                    "still connecting when the run ended".into(),
+                ),
+                Phase::Banner => self.fail(
+                    key,
+                    ErrorKind::Banner,
+                    "no banner by the end of the run".into(),
+                ),
+                Phase::Running | Phase::Draining => {
+                    if let Err(e) = conn.start_draining() {
+                        self.fail(key, ErrorKind::Io, describe(&e));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The drain time is up: lines still unanswered are errors (a healthy
+    /// server answers within it); connections owing nothing are just closed.
+    fn give_up_on_rest(&mut self) {
+        let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            let owed = self.conns[key].outstanding();
+            if owed > 0 {
+                let secs = self.opts.drain.as_secs_f64();
+                let why = format!("{owed} replies still missing {secs} s after the run");
+                self.fail(key, ErrorKind::Unanswered, why);
+            } else {
+                self.remove(key);
+            }
+        }
+    }
+}
+
+/// Bytes from a line, quoted and escaped for the report; `...` after the
+/// quote when the line goes on beyond what is shown.
+fn quote(bytes: &[u8]) -> String {
+    let more = match bytes.last() {
+        None | Some(b'\n') => "",
+        Some(_) => "...",
+    };
+    format!("\"{}\"{more}", escape(bytes))
+}
