@@ -315,57 +315,37 @@ impl Server {
         self.drive(key);
     }
 
-    /// Does all the work a connection's readiness allows: read, answer, write, repeat
-    /// while writing freed room for more reading. Then applies the state machine's
-    /// decisions (shut down our side, retire the connection).
+    /// Does all the work a connection's readiness allows (see [`pump`]), then applies
+    /// the state machine's decisions: log a proxied client, send our FIN, retire the
+    /// connection, or re-arm its timer.
     fn drive(&mut self, key: usize) {
         let Some(entry) = self.conns.get_mut(key) else {
             return;
         };
-        let p = &self.protocol;
-        let clock = Now {
+        let now = Now {
             tick: self.tick,
             idle: self.idle_timeout,
         };
         let lines_before = entry.conn.lines();
-        let mut reads = 0;
-        loop {
-            while entry.can_read && entry.conn.wants_read(p) && reads < READS_PER_TURN {
-                reads += 1;
-                read_some(entry, p, &mut self.scratch, &mut self.stats, clock);
-            }
-            if self.drain_deadline.is_some() && !entry.can_read {
-                // Draining: everything the client had sent is read; answer it and end.
-                entry.conn.handle_shutdown(p);
-            }
-            write_all(entry, p, &mut self.stats, clock);
-            // Writing may have made room: read again if the socket still has data.
-            let more = entry.can_read && entry.conn.wants_read(p);
-            if !more || reads >= READS_PER_TURN {
-                if more && !entry.queued {
-                    // Used its fair share: come back after the others.
-                    entry.queued = true;
-                    self.ready.push(key);
-                }
-                break;
-            }
+        let draining = self.drain_deadline.is_some();
+        let more = pump(
+            entry,
+            &self.protocol,
+            &mut self.scratch,
+            &mut self.stats,
+            now,
+            draining,
+        );
+        if more && !entry.queued {
+            // Used its fair share with data still waiting: come back after the others.
+            entry.queued = true;
+            self.ready.push(key);
         }
         self.stats.lines += entry.conn.lines() - lines_before;
         if let Some(source) = entry.conn.take_proxied_source() {
-            // The header arrived: log the real client, and from now on time it out
-            // like any other client.
-            if let Source::Tcp { client, .. } = source {
-                // An IPv6-mapped IPv4 address (`::ffff:192.0.2.1`) is logged as IPv4.
-                let client = SocketAddr::new(client.ip().to_canonical(), client.port());
-                info!("Connected with {client} (via proxy {})", entry.peer);
-                entry.peer = client;
-            } else {
-                info!(
-                    "Connected with {} (proxy health check or local)",
-                    entry.peer
-                );
-            }
-            entry.deadline = clock.idle_deadline();
+            log_proxied_client(entry, source);
+            // From now on it times out like any other client.
+            entry.deadline = now.idle_deadline();
         }
         if entry.conn.state() == State::Lingering && !entry.write_shut {
             // All replies are out: send our FIN now, then wait (bounded) for theirs.
@@ -674,6 +654,51 @@ impl Server {
                 self.accept_all(i);
             }
         }
+    }
+}
+
+/// Reads, answers and writes until the socket or the state machine says stop: read
+/// while the connection wants input and the socket may have some, write what it has to
+/// send, and read again if writing made room. Returns true when the fairness budget ran
+/// out with data still waiting (the caller must come back: no event will).
+fn pump(
+    entry: &mut Entry,
+    p: &Protocol,
+    scratch: &mut [u8],
+    stats: &mut Stats,
+    now: Now,
+    draining: bool,
+) -> bool {
+    let mut reads = 0;
+    loop {
+        while entry.can_read && entry.conn.wants_read(p) && reads < READS_PER_TURN {
+            reads += 1;
+            read_some(entry, p, scratch, stats, now);
+        }
+        if draining && !entry.can_read {
+            // Draining: everything the client had sent is read; answer it and end.
+            entry.conn.handle_shutdown(p);
+        }
+        write_all(entry, p, stats, now);
+        let more = entry.can_read && entry.conn.wants_read(p);
+        if !more || reads >= READS_PER_TURN {
+            return more;
+        }
+    }
+}
+
+/// The PROXY header named the real client: log it, and use it in later log lines.
+fn log_proxied_client(entry: &mut Entry, source: Source) {
+    if let Source::Tcp { client, .. } = source {
+        // An IPv6-mapped IPv4 address (`::ffff:192.0.2.1`) is logged as IPv4.
+        let client = SocketAddr::new(client.ip().to_canonical(), client.port());
+        info!("Connected with {client} (via proxy {})", entry.peer);
+        entry.peer = client;
+    } else {
+        info!(
+            "Connected with {} (proxy health check or local)",
+            entry.peer
+        );
     }
 }
 
