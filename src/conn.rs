@@ -29,6 +29,9 @@
 //!  └──line too long / idle timeout────────────────────────┘  └──▶ Lingering ──EOF──▶ Closed
 //! any state ──I/O error──▶ Closed
 //! ```
+//!
+//! That is the main road; every transition, timeouts included, is drawn in
+//! `docs/ARCHITECTURE.md`, and `tests/docs.rs` checks the drawing against this code.
 
 use std::fmt;
 
@@ -293,7 +296,10 @@ impl Connection {
             self.output = Vec::new();
             self.sent = 0;
         }
-        if self.backlog || self.state == State::Finishing {
+        // Only a connection that is still answering may answer its backlog: after an
+        // error (Closed) or an error message (Flushing) the rest of the input is dropped.
+        let answering = matches!(self.state, State::Open | State::Finishing);
+        if answering && (self.backlog || self.state == State::Finishing) {
             self.answer_buffered(p);
         }
         self.check_flushed();
@@ -617,6 +623,10 @@ impl Connection {
 
     /// Every transition goes through here, so a trace log shows the whole life.
     fn set_state(&mut self, next: State) {
+        debug_assert!(
+            self.state != State::Closed || next == State::Closed,
+            "Closed is final (asked for {next})"
+        );
         if self.state != next {
             log::trace!("connection state {} => {}", self.state, next);
             self.state = next;

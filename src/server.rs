@@ -11,7 +11,7 @@
 //! - the **signal** pipe is readable: start the drain, log the counters, …;
 //! - the poll **timeout** passed: a connection's deadline is due.
 //!
-//! Each socket is registered once, for READABLE and WRITABLE, edge-triggered: the kernel
+//! Each connection is registered once, for READABLE and WRITABLE, edge-triggered: the kernel
 //! reports a change of readiness once, and it is our job to use it up. That costs no
 //! `epoll_ctl` calls while the connection lives, but it sets a trap: if we stop reading
 //! *before* `WouldBlock` (because the client's replies pile up, or because it used its
@@ -39,7 +39,7 @@ use crate::slots::Slots;
 use crate::stats::Stats;
 use crate::timers::{Clock, Tick, Timers};
 
-/// The signal pipe's token. Connection tokens are slab keys, counted up from 0, so the
+/// The signal source's token (signal-hook-mio's self-pipe, a Unix socket pair). Connection tokens are slab keys, counted up from 0, so the
 /// top of the token space is free for the few non-connection sources.
 const SIGNALS: Token = Token(usize::MAX - 1);
 
@@ -84,7 +84,7 @@ struct Entry {
     /// The protocol state machine and its buffers.
     conn: Connection,
     /// The socket may hold unread bytes: set by a readable event, cleared only by a read
-    /// that says `WouldBlock` (or implies it, see [`Server::read_some`]). While this is
+    /// that says `WouldBlock` (or implies it, see [`read_some`]). While this is
     /// set and we are not reading, *we* owe the connection a visit: no event will come.
     can_read: bool,
     /// The client's FIN has been reported, so a short read does not prove the socket is
@@ -119,7 +119,8 @@ pub struct Server {
     poll: Poll,
     /// Open listeners (emptied when the drain starts).
     listeners: Vec<TcpListener>,
-    /// SIGINT, SIGTERM, SIGHUP and SIGUSR1, delivered as readiness of a pipe.
+    /// SIGINT, SIGTERM, SIGHUP and SIGUSR1, delivered as readiness of a socket pair: the
+    /// signal handler only writes a byte to it (the self-pipe trick).
     signals: Signals,
     /// Every connection, by token.
     conns: Slots<Entry>,
@@ -247,7 +248,7 @@ impl Server {
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if interrupted(&e) {
                     // A signal landed during epoll_wait; its handler already wrote to the
-                    // signal pipe, so the next poll reports it. Not an error.
+                    // signal socket, so the next poll reports it. Not an error.
                     continue;
                 }
                 return Err(e);
@@ -422,18 +423,15 @@ impl Server {
                 return;
             };
             match listener.accept() {
-                Ok((stream, peer)) => {
-                    if self.accept_retry.take().is_some() {
-                        info!("file descriptors available again: accepting");
-                    }
-                    self.admit(stream, peer);
-                }
+                Ok((stream, peer)) => self.admit(stream, peer),
                 Err(e) if would_block(&e) => {
                     // The queue is empty. At the fd limit Linux says EMFILE even then (it
                     // takes the descriptor before it looks at the queue), so WouldBlock
-                    // also proves descriptors are available again: stop retrying.
+                    // also proves descriptors are available again: the episode is over.
+                    // (A successful accept alone proves nothing: the next may fail again,
+                    // and one warning per episode is enough.)
                     if self.accept_retry.take().is_some() {
-                        info!("file descriptors available again: accepting");
+                        info!("file descriptors available again: the accept queue is empty");
                     }
                     return;
                 }
@@ -479,9 +477,13 @@ impl Server {
                 self.conns.len()
             );
             // A fresh socket's send buffer is empty, so this short write cannot block.
-            // Then FIN, and close.
+            // Then FIN, and close. Closing with unread input would send a RST instead,
+            // which can destroy the message before the client reads it, so we first
+            // drop whatever the client already sent (one read; a slot for a proper
+            // linger is exactly what we do not have).
             let _ = stream.write(ERR_SERVER_BUSY);
             let _ = stream.shutdown(Shutdown::Write);
+            let _ = stream.read(&mut self.scratch);
             return;
         }
         // Lines are answered one write at a time; Nagle would hold small replies back.
@@ -679,6 +681,9 @@ fn pump(
             // Draining: everything the client had sent is read; answer it and end.
             entry.conn.handle_shutdown(p);
         }
+        if entry.conn.is_closed() {
+            return false; // A read failed: nothing more can be sent.
+        }
         write_all(entry, p, stats, now);
         let more = entry.can_read && entry.conn.wants_read(p);
         if !more || reads >= READS_PER_TURN {
@@ -709,7 +714,7 @@ fn log_proxied_client(entry: &mut Entry, source: Source) {
 /// safe with edge-triggered epoll because every new segment that arrives after this read
 /// raises a new edge. The exception is a FIN that was already reported: it raises no
 /// new edge, so then we keep reading until we see the EOF (a read of 0).
-fn read_some(entry: &mut Entry, p: &Protocol, scratch: &mut [u8], stats: &mut Stats, clock: Now) {
+fn read_some(entry: &mut Entry, p: &Protocol, scratch: &mut [u8], stats: &mut Stats, now: Now) {
     match entry.stream.read(scratch) {
         Ok(0) => {
             entry.can_read = false;
@@ -718,7 +723,7 @@ fn read_some(entry: &mut Entry, p: &Protocol, scratch: &mut [u8], stats: &mut St
         Ok(n) => {
             entry.bytes_in += n as u64;
             stats.bytes_in += n as u64;
-            touch(entry, clock);
+            touch(entry, now);
             if n < scratch.len() && !entry.fin_reported {
                 entry.can_read = false;
             }
@@ -735,7 +740,7 @@ fn read_some(entry: &mut Entry, p: &Protocol, scratch: &mut [u8], stats: &mut St
 }
 
 /// Writes pending output until it is all sent or the socket is full.
-fn write_all(entry: &mut Entry, p: &Protocol, stats: &mut Stats, clock: Now) {
+fn write_all(entry: &mut Entry, p: &Protocol, stats: &mut Stats, now: Now) {
     while entry.can_write {
         let out = entry.conn.poll_output();
         if out.is_empty() {
@@ -746,7 +751,7 @@ fn write_all(entry: &mut Entry, p: &Protocol, stats: &mut Stats, clock: Now) {
             Ok(n) => {
                 entry.bytes_out += n as u64;
                 stats.bytes_out += n as u64;
-                touch(entry, clock);
+                touch(entry, now);
                 // A short write means the send buffer is full: the next write would
                 // fail, and a writable edge will come when there is room again.
                 if n < len {
@@ -768,9 +773,9 @@ fn write_all(entry: &mut Entry, p: &Protocol, stats: &mut Stats, clock: Now) {
 /// touched when the old deadline comes due (see [`crate::timers`]). A lingering
 /// connection keeps its short linger deadline whatever it sends, and so does one that
 /// has not finished its PROXY header.
-fn touch(entry: &mut Entry, clock: Now) {
+fn touch(entry: &mut Entry, now: Now) {
     if !matches!(entry.conn.state(), State::Lingering | State::ProxyHeader) {
-        entry.deadline = clock.idle_deadline();
+        entry.deadline = now.idle_deadline();
     }
 }
 
