@@ -474,6 +474,7 @@ impl Connection {
             self.backlog = true;
             return;
         }
+        self.reserve_replies(p, data);
         let partial = std::mem::take(&mut self.input);
         self.push_reply(p, &partial, &data[..first]);
         let rest = &data[first..];
@@ -513,8 +514,11 @@ impl Connection {
     /// Answers complete lines from `buf` while there is room; returns the bytes used.
     /// A partial line at the end is left for the caller (unless it is already too long).
     fn answer_lines(&mut self, p: &Protocol, buf: &[u8]) -> usize {
+        self.reserve_replies(p, buf);
         let mut used = 0;
-        while let Some(len) = line::line_len(&buf[used..]) {
+        // One scan over the whole buffer, not one search call per line.
+        for newline in line::newlines(buf) {
+            let len = newline + 1 - used;
             if len - 1 > p.max_line {
                 self.fail_line_too_long();
                 return buf.len();
@@ -522,7 +526,15 @@ impl Connection {
             if !self.has_room(p, line::reply_len(&p.prefix, len)) {
                 return used;
             }
-            self.push_reply(p, &[], &buf[used..used + len]);
+            let line = &buf[used..used + len];
+            if p.telnet {
+                self.push_reply(p, &[], line);
+            } else {
+                // The common case, kept inline: two copies into reserved room.
+                self.lines += 1;
+                self.output.extend_from_slice(&p.prefix);
+                self.output.extend_from_slice(line);
+            }
             used += len;
         }
         if buf.len() - used > p.max_line {
@@ -530,6 +542,17 @@ impl Connection {
             return buf.len();
         }
         used
+    }
+
+    /// Grows `output` once for all the replies `buf` can produce (within the pending
+    /// limit), instead of letting it double its way up, reallocating and copying, as
+    /// replies are appended one by one.
+    fn reserve_replies(&mut self, p: &Protocol, buf: &[u8]) {
+        // Twice the input covers every line at least as long as the prefix; counting
+        // the lines first would cost a second scan for a tighter guess we do not need
+        // (the buffer is freed as soon as the socket has taken it).
+        let cap = p.max_pending + line::reply_len(&p.prefix, p.max_line + 1);
+        self.output.reserve((2 * buf.len()).min(cap));
     }
 
     /// Raw mode: echo as much of `buf` as fits; returns the bytes used.

@@ -27,6 +27,17 @@ pub fn line_len(buf: &[u8]) -> Option<usize> {
     memchr::memchr(NEWLINE, buf).map(|i| i + 1)
 }
 
+/// The positions of every `\n` in `buf`, in order: one vectorised scan for a whole read
+/// instead of one call per line.
+///
+/// ```
+/// let ends: Vec<usize> = echod::line::newlines(b"a\nbc\nd").collect();
+/// assert_eq!(ends, [1, 4]);
+/// ```
+pub fn newlines(buf: &[u8]) -> impl Iterator<Item = usize> + '_ {
+    memchr::memchr_iter(NEWLINE, buf)
+}
+
 /// Returns the length of the last complete line's end in `buf`: everything before it is
 /// complete lines, everything after it is a partial line. `0` when `buf` has no `\n`.
 pub fn complete_len(buf: &[u8]) -> usize {
