@@ -363,24 +363,9 @@ mod tests {
     fn help_and_version() {
         assert_eq!(parse_args(["--help"]).unwrap(), Command::Help);
         assert_eq!(parse_args(["-V"]).unwrap(), Command::Version);
+        // Every flag is listed: tests/lifecycle.rs checks `--help` against each
+        // `Long(..)` arm of the parser, so here we only check the defaults are shown.
         let help = usage();
-        for flag in [
-            "--listen",
-            "--backlog",
-            "--banner",
-            "--prefix",
-            "--raw",
-            "--telnet",
-            "--max-line",
-            "--max-pending",
-            "--max-connections",
-            "--idle-timeout",
-            "--drain-timeout",
-            "--reuse-port",
-            "--proxy-protocol",
-            "--log-level",
-        ] {
-            assert!(help.contains(flag), "help lacks {flag}");
-        }
+        assert!(help.contains("[127.0.0.1:8888]") && help.contains("[65536]"));
     }
 }

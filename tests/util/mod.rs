@@ -219,20 +219,7 @@ pub fn read_n(s: &mut TcpStream, n: usize) -> Vec<u8> {
 /// Reads until the server closes; panics on timeout. A reset counts as the end too
 /// (returned bytes are what arrived before it).
 pub fn read_to_end(s: &mut TcpStream) -> Vec<u8> {
-    let mut all = Vec::new();
-    let mut buf = [0; 64 * 1024];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => return all,
-            Ok(n) => all.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return all,
-            Err(e) => panic!(
-                "read failed ({e}) after {} bytes: {:?}",
-                all.len(),
-                String::from_utf8_lossy(&all[all.len().saturating_sub(200)..])
-            ),
-        }
-    }
+    read_until_closed(s, true)
 }
 
 /// Sends `data` and half-closes.
@@ -339,6 +326,11 @@ impl Echod {
 /// Reads until the peer's FIN (a read of 0). Unlike [`read_to_end`], a reset is a
 /// failure: it shows that the peer's last bytes could have been destroyed.
 pub fn read_to_fin(s: &mut TcpStream) -> Vec<u8> {
+    read_until_closed(s, false)
+}
+
+/// Reads until the peer closes; a reset ends the read when `reset_ok`, else fails.
+fn read_until_closed(s: &mut TcpStream, reset_ok: bool) -> Vec<u8> {
     let mut all = Vec::new();
     let mut buf = [0; 64 * 1024];
     loop {
@@ -346,6 +338,7 @@ pub fn read_to_fin(s: &mut TcpStream) -> Vec<u8> {
             Ok(0) => return all,
             Ok(n) => all.extend_from_slice(&buf[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if reset_ok && e.kind() == std::io::ErrorKind::ConnectionReset => return all,
             Err(e) => panic!(
                 "expected data then a clean EOF, got {e} after {} bytes: {:?}",
                 all.len(),
