@@ -70,8 +70,9 @@ pub fn listen(
 /// non-blocking (inherited sockets arrive blocking, and one blocking `accept` would stall
 /// the whole loop). Empty when we were not socket-activated.
 ///
-/// We use the `listenfd` crate because adopting a raw descriptor is `unsafe`; it checks that
-/// `LISTEN_PID` names us and that each descriptor really is a TCP listener.
+/// We use the `listenfd` crate because adopting a raw descriptor (`FromRawFd`) cannot be done
+/// in safe Rust; it also checks that `LISTEN_PID` names us and that each descriptor really
+/// is a TCP listener.
 pub fn inherited_listeners() -> io::Result<Vec<mio::net::TcpListener>> {
     let mut fds = listenfd::ListenFd::from_env();
     let mut listeners = Vec::new();

@@ -6,7 +6,7 @@
 //! READABLE event, read until `WouldBlock`. Two things stand in the way.
 //!
 //! 1. **We cannot make fd 0 non-blocking.** That takes `fcntl`, which is
-//!    `unsafe` from Rust without a helper crate, and it would also change the
+//!    outside safe Rust without a helper crate, and it would also change the
 //!    terminal or pipe for every other process sharing it (a shell left with
 //!    a non-blocking terminal misbehaves after we exit). So our reads block,
 //!    and we must only read when we know a read will not wait.
