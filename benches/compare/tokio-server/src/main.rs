@@ -19,7 +19,9 @@ const PREFIX: &[u8] = b"OK...";
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> std::io::Result<()> {
-    let arg = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:8888".into());
+    let arg = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:8888".into());
     let arg = if arg.contains(':') {
         arg
     } else {
