@@ -36,8 +36,11 @@ impl Tick {
     /// `d` after this tick, rounded up to the next millisecond (a timeout never fires
     /// early); `NEVER` stays `NEVER`.
     pub fn after(self, d: Duration) -> Tick {
-        let ms = d.as_nanos().div_ceil(1_000_000);
-        Tick(self.0.saturating_add(u64::try_from(ms).unwrap_or(u64::MAX)))
+        // Whole seconds and the rounded-up rest, in u64 arithmetic: this runs on every
+        // read and write (the idle deadline moves), and `as_nanos` would divide in 128 bits.
+        let rest = u64::from(d.subsec_nanos()).div_ceil(1_000_000);
+        let ms = d.as_secs().saturating_mul(1000).saturating_add(rest);
+        Tick(self.0.saturating_add(ms))
     }
 
     /// This tick, or `None` for [`Tick::NEVER`].

@@ -9,6 +9,9 @@
 
 use std::time::{Duration, Instant};
 
+/// The shortest wait [`TokenBucket::wait`] asks for when the bucket is empty.
+const MIN_WAIT: Duration = Duration::from_millis(1);
+
 /// Hands out `rate` tokens a second.
 #[derive(Debug, Clone)]
 pub struct TokenBucket {
@@ -47,13 +50,19 @@ impl TokenBucket {
         }
     }
 
-    /// How long until a token is available (zero if one is now).
+    /// How long until a token is available: zero exactly when [`TokenBucket::take`]
+    /// would succeed now, else at least a millisecond.
+    ///
+    /// The floor matters: a bucket a hair short of one token would otherwise ask for
+    /// a wait that rounds to zero while `take` still refuses, and the loop would spin
+    /// without ever sleeping. A millisecond is far below the burst (a twentieth of a
+    /// second's worth), so it never lowers the rate.
     pub fn wait(&mut self, now: Instant) -> Duration {
         self.refill(now);
         if self.tokens >= 1.0 {
             Duration::ZERO
         } else {
-            Duration::from_secs_f64((1.0 - self.tokens) / self.rate)
+            Duration::from_secs_f64((1.0 - self.tokens) / self.rate).max(MIN_WAIT)
         }
     }
 }
@@ -82,5 +91,17 @@ mod tests {
         let later = t0 + Duration::from_secs(10);
         let taken = (0..1000).take_while(|_| bucket.take(later)).count();
         assert_eq!(taken, 50, "a twentieth of a second's worth");
+    }
+
+    /// A bucket a hair short of a token must not ask for a zero wait while `take`
+    /// refuses (that made `echoc load --rate` spin at full CPU).
+    #[test]
+    fn an_almost_full_token_still_means_a_real_wait() {
+        let t0 = Instant::now();
+        let mut bucket = TokenBucket::new(1_000_000.0, t0);
+        assert!(bucket.take(t0));
+        bucket.tokens = 1.0 - 1e-12;
+        assert!(!bucket.take(t0));
+        assert!(bucket.wait(t0) >= MIN_WAIT);
     }
 }
