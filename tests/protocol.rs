@@ -10,9 +10,11 @@ use util::*;
 fn banner_then_one_reply_per_line() {
     let echod = Echod::start(&[]);
     let mut s = echod.connect_greeted();
-    s.write_all(b"hi\nthere\r\n\n").unwrap();
-    let want = b"OK...hi\nOK...there\r\nOK...\n";
-    assert_eq!(read_n(&mut s, want.len()), want);
+    send_expect(
+        &mut s,
+        b"hi\nthere\r\n\n",
+        b"OK...hi\nOK...there\r\nOK...\n",
+    );
 }
 
 /// Half-close: every line is answered, the fragment too (no newline added), then EOF.
@@ -54,9 +56,11 @@ fn replies_are_exact() {
 fn crlf_is_kept() {
     let echod = Echod::start(&[]);
     let mut s = echod.connect_greeted();
-    s.write_all(b"dos\r\nmid\rline\n").unwrap();
-    let want = b"OK...dos\r\nOK...mid\rline\n";
-    assert_eq!(read_n(&mut s, want.len()), want);
+    send_expect(
+        &mut s,
+        b"dos\r\nmid\rline\n",
+        b"OK...dos\r\nOK...mid\rline\n",
+    );
 }
 
 /// An empty line is a line: it is answered with the bare prefix and `\n`.
@@ -86,13 +90,9 @@ fn nul_and_0xff_pass_through() {
 fn pipelined_lines_are_answered_in_order() {
     let echod = Echod::start(&[]);
     let mut s = echod.connect_greeted();
-    s.write_all(b"one\ntwo\nthr").unwrap();
-    let want = replies(&["one", "two"]);
-    assert_eq!(read_n(&mut s, want.len()), want);
+    send_expect(&mut s, b"one\ntwo\nthr", &replies(&["one", "two"]));
     s.write_all(b"ee\nfour\nfi").unwrap();
-    s.write_all(b"ve\n").unwrap();
-    let want = replies(&["three", "four", "five"]);
-    assert_eq!(read_n(&mut s, want.len()), want);
+    send_expect(&mut s, b"ve\n", &replies(&["three", "four", "five"]));
 }
 
 /// Input arriving one byte per segment (TCP_NODELAY, one write per byte) is framed

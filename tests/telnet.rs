@@ -2,7 +2,6 @@
 
 mod util;
 
-use std::io::Write;
 use std::process::Command;
 use std::time::Duration;
 use util::*;
@@ -13,9 +12,11 @@ use util::*;
 fn ctrl_c_bytes_get_a_refusal_and_the_next_line_is_answered() {
     let echod = Echod::start(&["--telnet"]);
     let mut s = echod.connect_greeted();
-    s.write_all(b"abc\xff\xf4\xff\xfd\x06second\r\n").unwrap();
-    let want = b"\xff\xfc\x06OK...second\r\n";
-    assert_eq!(read_n(&mut s, want.len()), want);
+    send_expect(
+        &mut s,
+        b"abc\xff\xf4\xff\xfd\x06second\r\n",
+        b"\xff\xfc\x06OK...second\r\n",
+    );
 }
 
 /// A literal 0xFF (sent as IAC IAC) comes back escaped the same way.
@@ -23,9 +24,7 @@ fn ctrl_c_bytes_get_a_refusal_and_the_next_line_is_answered() {
 fn a_literal_0xff_round_trips_escaped() {
     let echod = Echod::start(&["--telnet"]);
     let mut s = echod.connect_greeted();
-    s.write_all(b"a\xff\xffb\r\n").unwrap();
-    let want = b"OK...a\xff\xffb\r\n";
-    assert_eq!(read_n(&mut s, want.len()), want);
+    send_expect(&mut s, b"a\xff\xffb\r\n", b"OK...a\xff\xffb\r\n");
 }
 
 /// Without `--telnet` the protocol stays byte-exact: the same bytes are echoed as data.
@@ -33,9 +32,11 @@ fn a_literal_0xff_round_trips_escaped() {
 fn line_mode_without_telnet_stays_byte_exact() {
     let echod = Echod::start(&[]);
     let mut s = echod.connect_greeted();
-    s.write_all(b"\xff\xf4\xff\xfd\x06x\n").unwrap();
-    let want = b"OK...\xff\xf4\xff\xfd\x06x\n";
-    assert_eq!(read_n(&mut s, want.len()), want);
+    send_expect(
+        &mut s,
+        b"\xff\xf4\xff\xfd\x06x\n",
+        b"OK...\xff\xf4\xff\xfd\x06x\n",
+    );
 }
 
 /// The real `telnet` in a pseudo-terminal (driven by `expect`): type a line, press

@@ -222,6 +222,12 @@ pub fn read_to_end(s: &mut TcpStream) -> Vec<u8> {
     read_until_closed(s, true)
 }
 
+/// Sends `data` and checks that exactly `want` comes back (read with the timeout).
+pub fn send_expect(s: &mut TcpStream, data: &[u8], want: &[u8]) {
+    s.write_all(data).unwrap();
+    assert_eq!(read_n(s, want.len()), want);
+}
+
 /// Sends `data` and half-closes.
 pub fn send_and_close(s: &mut TcpStream, data: &[u8]) {
     s.write_all(data).unwrap();
