@@ -20,6 +20,13 @@
 //!   `output` is empty or the reply fits under [`Protocol::max_pending`], so `output` never
 //!   exceeds `max(max_pending, one reply)`.
 //!
+//! Replies are usually written to the socket at once, so most batches of replies would
+//! allocate a buffer only to free it a moment later. The reactor avoids that by lending
+//! a connection with nothing pending one shared buffer for the visit
+//! ([`Connection::lend_output`]) and taking it back afterwards
+//! ([`Connection::return_output`]); the connection then keeps, in a buffer of its own,
+//! only what the socket did not take.
+//!
 //! # States
 //!
 //! ```text
@@ -192,6 +199,8 @@ pub struct Connection {
     reason: Option<CloseReason>,
     /// The client's FIN has been seen: after our own FIN we can close at once.
     peer_eof: bool,
+    /// `output` is the reactor's shared buffer, lent for one visit.
+    lent: bool,
     /// `input` holds complete lines that are waiting for room in `output`. While it does
     /// we stop reading, which is what bounds `input`.
     backlog: bool,
@@ -222,6 +231,7 @@ impl Connection {
             state,
             reason: None,
             peer_eof: false,
+            lent: false,
             backlog: false,
             input: Vec::new(),
             output,
@@ -292,8 +302,12 @@ impl Connection {
         debug_assert!(n <= self.pending());
         self.sent += n;
         if self.sent == self.output.len() {
-            // Give the memory back: an idle connection should own no heap at all.
-            self.output = Vec::new();
+            if self.lent {
+                self.output.clear(); // Keep the shared buffer's memory for the next batch.
+            } else {
+                // Give the memory back: an idle connection should own no heap at all.
+                self.output = Vec::new();
+            }
             self.sent = 0;
         }
         // Only a connection that is still answering may answer its backlog: after an
@@ -303,6 +317,32 @@ impl Connection {
             self.answer_buffered(p);
         }
         self.check_flushed();
+    }
+
+    /// Lends the connection `shared`, an empty buffer, to build its replies in during
+    /// one visit of the reactor, if it has no output of its own pending (otherwise new
+    /// replies must queue behind that output, and `shared` stays where it is). Every
+    /// `lend_output` must be followed by a [`Connection::return_output`].
+    pub fn lend_output(&mut self, shared: &mut Vec<u8>) {
+        debug_assert!(shared.is_empty() && !self.lent);
+        if self.output.capacity() == 0 {
+            std::mem::swap(&mut self.output, shared);
+            self.lent = true;
+        }
+    }
+
+    /// Ends the visit [`Connection::lend_output`] started: puts the shared buffer back
+    /// into `shared`, empty, after moving whatever the socket did not take into a buffer
+    /// that the connection owns.
+    pub fn return_output(&mut self, shared: &mut Vec<u8>) {
+        if !self.lent {
+            return;
+        }
+        self.lent = false;
+        let unsent = self.output[self.sent..].to_vec();
+        self.sent = 0;
+        *shared = std::mem::replace(&mut self.output, unsent);
+        shared.clear();
     }
 
     /// Feeds bytes the socket delivered.
@@ -513,29 +553,32 @@ impl Connection {
 
     /// Answers complete lines from `buf` while there is room; returns the bytes used.
     /// A partial line at the end is left for the caller (unless it is already too long).
+    ///
+    /// This loop runs once per line, so it is kept lean: one scan finds all the line
+    /// ends, the prefix is a fixed-size copy, and the line-length limit is checked per
+    /// line only when `buf` is long enough to break it.
     fn answer_lines(&mut self, p: &Protocol, buf: &[u8]) -> usize {
         self.reserve_replies(p, buf);
+        let prefix = line::Prefix::new(&p.prefix);
+        let check_length = buf.len() > p.max_line + 1;
         let mut used = 0;
-        // One scan over the whole buffer, not one search call per line.
         for newline in line::newlines(buf) {
-            let len = newline + 1 - used;
-            if len - 1 > p.max_line {
+            let line = &buf[used..=newline];
+            if check_length && line.len() - 1 > p.max_line {
                 self.fail_line_too_long();
                 return buf.len();
             }
-            if !self.has_room(p, line::reply_len(&p.prefix, len)) {
+            if !self.has_room(p, line::reply_len(&p.prefix, line.len())) {
                 return used;
             }
-            let line = &buf[used..used + len];
             if p.telnet {
                 self.push_reply(p, &[], line);
             } else {
-                // The common case, kept inline: two copies into reserved room.
                 self.lines += 1;
-                self.output.extend_from_slice(&p.prefix);
+                prefix.push(&mut self.output);
                 self.output.extend_from_slice(line);
             }
-            used += len;
+            used = newline + 1;
         }
         if buf.len() - used > p.max_line {
             self.fail_line_too_long();

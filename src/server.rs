@@ -134,6 +134,11 @@ pub struct Server {
     drain_timeout: Duration,
     /// The shared read buffer.
     scratch: Box<[u8]>,
+    /// The shared reply buffer, lent to the connection being served (see
+    /// [`Connection::lend_output`]): replies are built in it and usually all written at
+    /// once, so a batch of replies costs no allocation. Its capacity grows to the
+    /// largest batch, at most `--max-pending` plus one reply.
+    replies: Vec<u8>,
     /// Connection deadlines.
     timers: Timers,
     /// Connections we owe a visit: readable data left unread by the fairness budget.
@@ -207,6 +212,7 @@ impl Server {
             idle_timeout: config.idle_timeout,
             drain_timeout: config.drain_timeout,
             scratch: vec![0; SCRATCH_SIZE].into_boxed_slice(),
+            replies: Vec::new(),
             timers: Timers::new(),
             ready: Vec::new(),
             stats: Stats::default(),
@@ -292,9 +298,11 @@ impl Server {
         .into_iter()
         .flatten()
         .min()?;
-        // Round up to the next millisecond: epoll counts whole milliseconds, and waking
-        // a hair early would only spin once more.
-        let wait = next.saturating_duration_since(Instant::now());
+        // Measured from the start of this turn, not from a fresh clock read: the work
+        // since took microseconds, and every deadline here is coarser than that. Round up
+        // to the next millisecond: epoll counts whole milliseconds, and waking a hair
+        // early would only spin once more.
+        let wait = next.saturating_duration_since(self.now);
         Some(wait + Duration::from_micros(999))
     }
 
@@ -329,6 +337,7 @@ impl Server {
         };
         let lines_before = entry.conn.lines();
         let draining = self.drain_deadline.is_some();
+        entry.conn.lend_output(&mut self.replies);
         let more = pump(
             entry,
             &self.protocol,
@@ -337,6 +346,7 @@ impl Server {
             now,
             draining,
         );
+        entry.conn.return_output(&mut self.replies);
         if more && !entry.queued {
             // Used its fair share with data still waiting: come back after the others.
             entry.queued = true;

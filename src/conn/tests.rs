@@ -490,6 +490,49 @@ mod proxy_header {
     }
 }
 
+mod lent_output {
+    use super::*;
+
+    #[test]
+    fn replies_are_built_in_the_lent_buffer_and_it_comes_back_with_its_memory() {
+        let p = proto();
+        let (_, mut c) = run(&p, &[], false);
+        let mut shared = Vec::with_capacity(4096);
+        let memory = shared.as_ptr();
+        c.lend_output(&mut shared);
+        assert_eq!(shared.capacity(), 0, "the connection has it now");
+        c.handle_input(&p, b"one\ntwo\n");
+        assert_eq!(drain(&p, &mut c), b"OK...one\nOK...two\n");
+        c.return_output(&mut shared);
+        assert_eq!(
+            (shared.as_ptr(), shared.capacity(), shared.len()),
+            (memory, 4096, 0)
+        );
+        assert_eq!(c.output.capacity(), 0, "an idle connection owns no buffer");
+    }
+
+    #[test]
+    fn what_the_socket_did_not_take_moves_into_a_buffer_of_its_own() {
+        let p = proto();
+        let (_, mut c) = run(&p, &[], false);
+        let mut shared = Vec::with_capacity(4096);
+        c.lend_output(&mut shared);
+        c.handle_input(&p, b"one\ntwo\n");
+        c.advance_output(&p, 4); // The socket took "OK.." only.
+        c.return_output(&mut shared);
+        assert_eq!((shared.capacity(), shared.len()), (4096, 0));
+        assert_eq!(c.poll_output(), b".one\nOK...two\n");
+        assert_eq!(c.output.capacity(), c.output.len(), "sized to what is left");
+        // With output pending, nothing is lent: new replies queue behind the old ones.
+        c.lend_output(&mut shared);
+        assert_eq!(shared.capacity(), 4096);
+        c.handle_input(&p, b"3\n");
+        assert_eq!(drain(&p, &mut c), b".one\nOK...two\nOK...3\n");
+        c.return_output(&mut shared);
+        assert_eq!(c.output.capacity(), 0);
+    }
+}
+
 /// The per-connection struct is what an idle client costs: keep it small.
 #[test]
 fn an_idle_connection_is_small() {
@@ -510,12 +553,19 @@ proptest! {
         cuts in proptest::collection::vec(1usize..40, 1..50),
         takes in proptest::collection::vec(1usize..50, 1..50),
         eof in any::<bool>(),
+        lends in proptest::collection::vec(any::<bool>(), 1..50),
     ) {
         let p = small(1000, 24);
         let mut c = Connection::new(&p);
         let (mut fed, mut cut, mut take) = (0, 0, 0);
         let mut got = Vec::new();
-        loop {
+        // Like the reactor, lend a shared reply buffer for some visits (not others).
+        let mut shared = Vec::with_capacity(64);
+        for step in 0.. {
+            let lend = lends[step % lends.len()];
+            if lend {
+                c.lend_output(&mut shared);
+            }
             let out = c.poll_output();
             prop_assert!(out.len() <= 24.max(p.prefix.len() + 1001) + BANNER.len());
             if !out.is_empty() {
@@ -531,6 +581,7 @@ proptest! {
             } else if fed < input.len() {
                 prop_assert!(false, "stalled: nothing to send and not reading");
             } else {
+                c.return_output(&mut shared);
                 break;
             }
             if fed < input.len() && c.wants_read(&p) && take % 3 == 0 {
@@ -539,6 +590,9 @@ proptest! {
                 c.handle_input(&p, &input[fed..end]);
                 fed = end;
             }
+            c.return_output(&mut shared);
+            prop_assert!(shared.is_empty());
+            prop_assert_eq!(c.output.capacity() > 0, c.pending() > 0, "owns memory only while it has output");
         }
         if eof {
             c.handle_read_closed(&p);
