@@ -11,7 +11,8 @@
 //!   4 KiB lines: `scan` finds the line ends only, `scan+reply` also builds the replies,
 //!   as the server does.
 //! - `conn/*`: ns per line through [`Connection::handle_input`], then the output taken as
-//!   a socket would take it (`poll_output` + `advance_output`), with the shapes of the
+//!   a socket would take it (`poll_output` + `advance_output`), in a reply buffer lent
+//!   and returned as the reactor does (`lend_output`/`return_output`), with the shapes of the
 //!   comparison workloads: ping-pong (one line per read), 64 lines per read (the pipelined
 //!   workload), a full 64 KiB read, a line split across two reads, 4 KiB lines, and the
 //!   64-line read again in telnet mode.
@@ -91,10 +92,12 @@ fn open_connection(p: &Protocol) -> Connection {
 }
 
 /// Feeds `reads` one after the other, each time taking all output as a socket that
-/// always has room would. Returns the reply bytes, so nothing is optimised away.
-fn feed(conn: &mut Connection, p: &Protocol, reads: &[&[u8]]) -> usize {
+/// always has room would, with the reply buffer lent as the reactor lends it. Returns
+/// the reply bytes, so nothing is optimised away.
+fn feed(conn: &mut Connection, p: &Protocol, shared: &mut Vec<u8>, reads: &[&[u8]]) -> usize {
     let mut sent = 0;
     for read in reads {
+        conn.lend_output(shared);
         conn.handle_input(p, black_box(read));
         // Taking output can free room for backlogged lines (a 64 KiB read of short
         // lines makes more replies than `--max-pending`): take until none is left.
@@ -106,6 +109,7 @@ fn feed(conn: &mut Connection, p: &Protocol, reads: &[&[u8]]) -> usize {
             sent += n;
             conn.advance_output(p, n);
         }
+        conn.return_output(shared);
     }
     sent
 }
@@ -147,11 +151,16 @@ fn connection(c: &mut Criterion) {
     for (name, p, reads, count) in cases {
         group.throughput(Throughput::Elements(count));
         let mut conn = open_connection(p);
+        let mut shared = Vec::new();
         let expected =
             reads.iter().map(|r| r.len()).sum::<usize>() + p.prefix.len() * count as usize;
-        assert_eq!(feed(&mut conn, p, &reads), expected, "{name}: replies");
+        assert_eq!(
+            feed(&mut conn, p, &mut shared, &reads),
+            expected,
+            "{name}: replies"
+        );
         group.bench_function(name, |b| {
-            b.iter(|| feed(&mut conn, p, &reads));
+            b.iter(|| feed(&mut conn, p, &mut shared, &reads));
         });
         assert_eq!(conn.state(), State::Open, "{name}");
         assert_eq!(conn.buffered(), 0, "{name}: nothing left over");
