@@ -555,8 +555,8 @@ impl Connection {
     /// A partial line at the end is left for the caller (unless it is already too long).
     ///
     /// This loop runs once per line, so it is kept lean: one scan finds all the line
-    /// ends, the prefix is a fixed-size copy, and the line-length limit is checked per
-    /// line only when `buf` is long enough to break it.
+    /// ends, the prefix and a short line are fixed-size copies, and the line-length limit
+    /// is checked per line only when `buf` is long enough to break it.
     fn answer_lines(&mut self, p: &Protocol, buf: &[u8]) -> usize {
         self.reserve_replies(p, buf);
         let prefix = line::Prefix::new(&p.prefix);
@@ -576,7 +576,7 @@ impl Connection {
             } else {
                 self.lines += 1;
                 prefix.push(&mut self.output);
-                self.output.extend_from_slice(line);
+                line::push_line(&mut self.output, &buf[used..], line.len());
             }
             used = newline + 1;
         }

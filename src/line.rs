@@ -69,29 +69,58 @@ pub struct Newlines<'a> {
 }
 
 impl Newlines<'_> {
-    /// Loads blocks until one has a `\n`; false at the end of the buffer. Kept out of
-    /// line so that `next`, which runs once per line, stays a few instructions.
-    #[inline(never)]
+    /// Moves on to the next block, which has a `\n`; false at the end of the buffer.
+    /// The common case, a whole block, is inline; the rest is kept out of line so that
+    /// the loop it sits in stays small.
+    #[inline]
     fn next_block(&mut self) -> bool {
         while self.mask == 0 {
-            let Some(rest) = self.buf.get(self.next..).filter(|rest| !rest.is_empty()) else {
-                return false;
+            let Some(block) = self
+                .buf
+                .get(self.next..)
+                .and_then(|rest| rest.first_chunk())
+            else {
+                return self.last_block();
             };
             self.base = self.next;
-            self.mask = match rest.first_chunk::<BLOCK>() {
-                Some(block) => newline_mask(block),
-                None => newline_mask_short(rest),
-            };
-            self.next += BLOCK.min(rest.len());
-            if self.mask == 0 {
-                // A long line: let memchr find its end, and start the next block there.
-                match memchr::memchr(NEWLINE, rest) {
-                    Some(end) => self.next = self.base + end,
-                    None => return false,
-                }
+            self.mask = newline_mask(block);
+            self.next += BLOCK;
+            if self.mask == 0 && !self.skip_long_line() {
+                return false;
             }
         }
         true
+    }
+
+    /// The block at `base` has no `\n`: the line is long, so let memchr find its end
+    /// and start the next block there. False when there is no `\n` left.
+    #[inline(never)]
+    fn skip_long_line(&mut self) -> bool {
+        match memchr::memchr(NEWLINE, &self.buf[self.base..]) {
+            Some(end) => {
+                self.next = self.base + end;
+                true
+            }
+            None => {
+                self.next = self.buf.len();
+                false
+            }
+        }
+    }
+
+    /// The last bytes of the buffer, fewer than a block (maybe none).
+    #[inline(never)]
+    fn last_block(&mut self) -> bool {
+        let rest = self.buf.get(self.next..).unwrap_or_default();
+        if rest.is_empty() {
+            return false;
+        }
+        let mut padded = [0; BLOCK];
+        padded[..rest.len()].copy_from_slice(rest);
+        self.base = self.next;
+        self.mask = newline_mask(&padded);
+        self.next = self.buf.len();
+        self.mask != 0
     }
 }
 
@@ -124,13 +153,6 @@ fn newline_mask(block: &[u8; BLOCK]) -> u64 {
         mask |= u64::from(bytes.simd_eq(newline).to_bitmask()) << (16 * k);
     }
     mask
-}
-
-/// [`newline_mask`] for the last, shorter block of a buffer.
-fn newline_mask_short(block: &[u8]) -> u64 {
-    let mut padded = [0; BLOCK];
-    padded[..block.len()].copy_from_slice(block);
-    newline_mask(&padded)
 }
 
 /// Returns the length of the last complete line's end in `buf`: everything before it is
@@ -182,9 +204,44 @@ impl<'a> Prefix<'a> {
                 out.extend_from_slice(padded);
                 out.truncate(out.len() - (16 - self.bytes.len()));
             }
-            None => out.extend_from_slice(self.bytes),
+            None => extend_exact(out, self.bytes),
         }
     }
+}
+
+/// A line of up to this many bytes is copied as exactly this many by [`push_line`].
+const LINE_COPY: usize = 64;
+
+/// Appends the line `input[..len]` to `out`; the bytes after it in `input` may be read
+/// (never appended).
+///
+/// The same trick as [`Prefix`]: a short line with 64 bytes of input from its start is
+/// copied as a fixed 64 bytes (four 16-byte moves, no `memcpy` call), and `out` is then
+/// cut back to the line's real end.
+///
+/// ```
+/// let input = [b"hi\n".as_slice(), &[b'x'; 64]].concat();
+/// let mut out = Vec::new();
+/// echod::line::push_line(&mut out, &input, 3);
+/// assert_eq!(out, b"hi\n");
+/// ```
+#[inline]
+pub fn push_line(out: &mut Vec<u8>, input: &[u8], len: usize) {
+    match input.first_chunk::<LINE_COPY>() {
+        Some(block) if len <= LINE_COPY => {
+            out.extend_from_slice(block);
+            out.truncate(out.len() - (LINE_COPY - len));
+        }
+        _ => extend_exact(out, &input[..len]),
+    }
+}
+
+/// The copy of a length known only at run time, kept out of line: inlined next to a
+/// fixed-size copy, the compiler merges the two back into one `memcpy` call of a
+/// variable length, which is what [`Prefix`] and [`push_line`] avoid.
+#[inline(never)]
+fn extend_exact(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(bytes);
 }
 
 /// Appends the reply to one line (`prefix` + `line`) to `out`.
@@ -259,6 +316,19 @@ mod tests {
             Prefix::new(&long[..len]).push(&mut out);
             assert_eq!(&out[..2], b"ab");
             assert_eq!(&out[2..], &long[..len], "prefix of {len} bytes");
+        }
+    }
+
+    #[test]
+    fn lines_of_every_length_are_copied_exactly() {
+        let input: Vec<u8> = (0..=200).map(|i| i as u8).collect();
+        for len in [1, 2, 63, 64, 65, 130] {
+            for after in [0, 1, 63, 64, 70] {
+                let mut out = b"ab".to_vec();
+                push_line(&mut out, &input[..len + after], len);
+                assert_eq!(&out[..2], b"ab");
+                assert_eq!(&out[2..], &input[..len], "line {len}, {after} after");
+            }
         }
     }
 
