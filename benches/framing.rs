@@ -9,7 +9,7 @@
 //!
 //! - `framer/*`: bytes/s for a 64 KiB read (the reactor's scratch size) made of 32-byte or
 //!   4 KiB lines: `scan` finds the line ends only, `scan+reply` also builds the replies,
-//!   as the server does.
+//!   as the server does (`line::newlines`, `line::Prefix`, `line::push_line`).
 //! - `conn/*`: ns per line through [`Connection::handle_input`], then the output taken as
 //!   a socket would take it (`poll_output` + `advance_output`), in a reply buffer lent
 //!   and returned as the reactor does (`lend_output`/`return_output`), with the shapes of the
@@ -52,15 +52,7 @@ fn framer(c: &mut Criterion) {
         };
         group.throughput(Throughput::Bytes(input.len() as u64));
         group.bench_with_input(BenchmarkId::new("scan", &label), &input, |b, input| {
-            b.iter(|| {
-                let mut rest = black_box(&input[..]);
-                let mut count = 0usize;
-                while let Some(n) = line::line_len(rest) {
-                    rest = &rest[n..];
-                    count += 1;
-                }
-                count
-            })
+            b.iter(|| line::newlines(black_box(&input[..])).count())
         });
         let mut out = Vec::with_capacity(input.len() * 2);
         group.bench_with_input(
@@ -69,10 +61,13 @@ fn framer(c: &mut Criterion) {
             |b, input| {
                 b.iter(|| {
                     out.clear();
-                    let mut rest = black_box(&input[..]);
-                    while let Some(n) = line::line_len(rest) {
-                        line::push_reply(&mut out, b"OK...", &rest[..n]);
-                        rest = &rest[n..];
+                    let input = black_box(&input[..]);
+                    let prefix = line::Prefix::new(b"OK...");
+                    let mut used = 0;
+                    for newline in line::newlines(input) {
+                        prefix.push(&mut out);
+                        line::push_line(&mut out, &input[used..], newline + 1 - used);
+                        used = newline + 1;
                     }
                     black_box(out.len())
                 })

@@ -53,9 +53,10 @@ const BLOCK: usize = 64;
 /// Short lines are the common case (a person typing, a load generator's 32-byte lines),
 /// and for them a search call per line costs more than the search itself. So we look at
 /// the input 64 bytes at a time and turn each block into a bit mask of its `\n` bytes
-/// (see [`newline_mask`]); every line end in the block is then a `trailing_zeros` away.
-/// When a whole block has no `\n` the line is long, and `memchr` jumps to its end
-/// (vectorised, several times faster than blocks on long lines).
+/// (four 16-byte vector compares, each turned into 16 bits by one move-mask
+/// instruction); every line end in the block is then a `trailing_zeros` away. When a
+/// whole block has no `\n` the line is long, and `memchr` jumps to its end (vectorised,
+/// several times faster than blocks on long lines).
 #[derive(Debug, Clone)]
 pub struct Newlines<'a> {
     /// The bytes being scanned.
