@@ -496,8 +496,17 @@ impl Connection {
             self.backlog = !self.input.is_empty();
             return;
         }
-        // Fast path: `input` holds at most a partial line, so the next `\n` can only be
-        // in `data`. We never rescan the partial line, so a line trickling in one byte
+        if self.input.is_empty() {
+            // The usual case: nothing is buffered, so every line is in `data`.
+            let used = self.answer_lines(p, data);
+            if self.state == State::Open && used < data.len() {
+                self.input.extend_from_slice(&data[used..]);
+                self.backlog = line::line_len(&self.input).is_some();
+            }
+            return;
+        }
+        // A partial line is buffered: `input` holds at most that, so the next `\n` can only
+        // be in `data`. We never rescan the partial line, so a line trickling in one byte
         // at a time costs O(n), not O(n²).
         let Some(first) = line::line_len(data) else {
             if self.input.len() + data.len() > p.max_line {
@@ -589,6 +598,9 @@ impl Connection {
             answered += 1;
         }
         self.lines += answered;
+        if answered == 0 && self.pending() == 0 && !self.lent {
+            self.output = Vec::new(); // Reserved for nothing: an idle connection owns no buffer.
+        }
         // The rest is a partial line: too long already if it has no `\n` within the limit.
         if !stopped && buf.len() - used > p.max_line {
             self.fail_line_too_long();

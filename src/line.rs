@@ -112,15 +112,24 @@ impl Newlines<'_> {
     /// The last bytes of the buffer, fewer than a block (maybe none).
     #[inline(never)]
     fn last_block(&mut self) -> bool {
-        let rest = self.buf.get(self.next..).unwrap_or_default();
-        if rest.is_empty() {
+        let (start, len) = (self.next, self.buf.len());
+        if start >= len {
             return false;
         }
-        let mut padded = [0; BLOCK];
-        padded[..rest.len()].copy_from_slice(rest);
-        self.base = self.next;
-        self.mask = newline_mask(&padded);
-        self.next = self.buf.len();
+        let tail = len - start;
+        self.mask = match self.buf.last_chunk::<BLOCK>() {
+            // Scan the buffer's last 64 bytes, which overlap what was scanned already, and
+            // drop the bits of those: cheaper than copying the tail anywhere.
+            Some(block) => newline_mask(block) >> (BLOCK - tail),
+            // A buffer shorter than a block: scan a zero-padded copy.
+            None => {
+                let mut padded = [0; BLOCK];
+                padded[..tail].copy_from_slice(&self.buf[start..]);
+                newline_mask(&padded)
+            }
+        };
+        self.base = start;
+        self.next = len;
         self.mask != 0
     }
 }

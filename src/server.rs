@@ -328,12 +328,11 @@ impl Server {
     /// the state machine's decisions: log a proxied client, send our FIN, retire the
     /// connection, or re-arm its timer.
     fn drive(&mut self, key: usize) {
+        // Where activity during this visit moves the idle deadline: computed once here,
+        // not at every read and write.
+        let idle_deadline = self.idle_deadline();
         let Some(entry) = self.conns.get_mut(key) else {
             return;
-        };
-        let now = Now {
-            tick: self.tick,
-            idle: self.idle_timeout,
         };
         let lines_before = entry.conn.lines();
         let draining = self.drain_deadline.is_some();
@@ -343,7 +342,7 @@ impl Server {
             &self.protocol,
             &mut self.scratch,
             &mut self.stats,
-            now,
+            idle_deadline,
             draining,
         );
         entry.conn.return_output(&mut self.replies);
@@ -356,7 +355,7 @@ impl Server {
         if let Some(source) = entry.conn.take_proxied_source() {
             log_proxied_client(entry, source);
             // From now on it times out like any other client.
-            entry.deadline = now.idle_deadline();
+            entry.deadline = idle_deadline;
         }
         if entry.conn.state() == State::Lingering && !entry.write_shut {
             // All replies are out: send our FIN now, then wait (bounded) for theirs.
@@ -549,11 +548,8 @@ impl Server {
 
     /// When a connection that is active now goes idle.
     fn idle_deadline(&self) -> Tick {
-        Now {
-            tick: self.tick,
-            idle: self.idle_timeout,
-        }
-        .idle_deadline()
+        self.idle_timeout
+            .map_or(Tick::NEVER, |timeout| self.tick.after(timeout))
     }
 
     /// Handles every pending signal.
@@ -678,14 +674,14 @@ fn pump(
     p: &Protocol,
     scratch: &mut [u8],
     stats: &mut Stats,
-    now: Now,
+    idle_deadline: Tick,
     draining: bool,
 ) -> bool {
     let mut reads = 0;
     loop {
         while entry.can_read && entry.conn.wants_read(p) && reads < READS_PER_TURN {
             reads += 1;
-            read_some(entry, p, scratch, stats, now);
+            read_some(entry, p, scratch, stats, idle_deadline);
         }
         if draining && !entry.can_read {
             // Draining: everything the client had sent is read; answer it and end.
@@ -694,7 +690,7 @@ fn pump(
         if entry.conn.is_closed() {
             return false; // A read failed: nothing more can be sent.
         }
-        write_all(entry, p, stats, now);
+        write_all(entry, p, stats, idle_deadline);
         let more = entry.can_read && entry.conn.wants_read(p);
         if !more || reads >= READS_PER_TURN {
             return more;
@@ -724,7 +720,13 @@ fn log_proxied_client(entry: &mut Entry, source: Source) {
 /// safe with edge-triggered epoll because every new segment that arrives after this read
 /// raises a new edge. The exception is a FIN that was already reported: it raises no
 /// new edge, so then we keep reading until we see the EOF (a read of 0).
-fn read_some(entry: &mut Entry, p: &Protocol, scratch: &mut [u8], stats: &mut Stats, now: Now) {
+fn read_some(
+    entry: &mut Entry,
+    p: &Protocol,
+    scratch: &mut [u8],
+    stats: &mut Stats,
+    idle_deadline: Tick,
+) {
     match entry.stream.read(scratch) {
         Ok(0) => {
             entry.can_read = false;
@@ -733,7 +735,7 @@ fn read_some(entry: &mut Entry, p: &Protocol, scratch: &mut [u8], stats: &mut St
         Ok(n) => {
             entry.bytes_in += n as u64;
             stats.bytes_in += n as u64;
-            touch(entry, now);
+            touch(entry, idle_deadline);
             if n < scratch.len() && !entry.fin_reported {
                 entry.can_read = false;
             }
@@ -750,7 +752,7 @@ fn read_some(entry: &mut Entry, p: &Protocol, scratch: &mut [u8], stats: &mut St
 }
 
 /// Writes pending output until it is all sent or the socket is full.
-fn write_all(entry: &mut Entry, p: &Protocol, stats: &mut Stats, now: Now) {
+fn write_all(entry: &mut Entry, p: &Protocol, stats: &mut Stats, idle_deadline: Tick) {
     while entry.can_write {
         let out = entry.conn.poll_output();
         if out.is_empty() {
@@ -761,7 +763,7 @@ fn write_all(entry: &mut Entry, p: &Protocol, stats: &mut Stats, now: Now) {
             Ok(n) => {
                 entry.bytes_out += n as u64;
                 stats.bytes_out += n as u64;
-                touch(entry, now);
+                touch(entry, idle_deadline);
                 // A short write means the send buffer is full: the next write would
                 // fail, and a writable edge will come when there is room again.
                 if n < len {
@@ -783,25 +785,9 @@ fn write_all(entry: &mut Entry, p: &Protocol, stats: &mut Stats, now: Now) {
 /// touched when the old deadline comes due (see [`crate::timers`]). A lingering
 /// connection keeps its short linger deadline whatever it sends, and so does one that
 /// has not finished its PROXY header.
-fn touch(entry: &mut Entry, now: Now) {
+fn touch(entry: &mut Entry, idle_deadline: Tick) {
     if !matches!(entry.conn.state(), State::Lingering | State::ProxyHeader) {
-        entry.deadline = now.idle_deadline();
-    }
-}
-
-/// What the I/O helpers need to know about time: now, and the idle timeout.
-#[derive(Debug, Clone, Copy)]
-struct Now {
-    /// The time of this loop turn.
-    tick: Tick,
-    /// `--idle-timeout`.
-    idle: Option<Duration>,
-}
-
-impl Now {
-    /// When a connection active now goes idle (`NEVER` without an idle timeout).
-    fn idle_deadline(self) -> Tick {
-        self.idle.map_or(Tick::NEVER, |t| self.tick.after(t))
+        entry.deadline = idle_deadline;
     }
 }
 
