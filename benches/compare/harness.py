@@ -42,6 +42,8 @@ CLIENT_CPU = os.environ.get("CLIENT_CPU", "1")
 QUICK = os.environ.get("QUICK", "0") == "1"
 ROUNDS = int(os.environ.get("ROUNDS", "1" if QUICK else "3"))
 DURATION = float(os.environ.get("DURATION", "1.5" if QUICK else "4"))
+# Lines/s in all for the paced workload (below what echod and the C peer can answer here).
+PACED_RATE = int(os.environ.get("PACED_RATE", "1000000"))
 SYSCALL_DURATION = float(os.environ.get("SYSCALL_DURATION", "1" if QUICK else "3"))
 IDLE_CONNS = int(os.environ.get("IDLE_CONNS", "1000" if QUICK else "10000"))
 WAKE_WINDOW = float(os.environ.get("WAKE_WINDOW", "2" if QUICK else "10"))
@@ -326,8 +328,9 @@ def perf_finish(proc, path, profile_path):
 
 # ---- workloads --------------------------------------------------------------------------
 
-def load_run(name, tag, conns, pipeline, duration, profile=False):
-    """A load run: throughput, latency and the server's CPU per reply."""
+def load_run(name, tag, conns, pipeline, duration, profile=False, rate=None):
+    """A load run: throughput, latency and the server's CPU per reply. With `rate`, the
+    load generator is paced (lines/s in all) instead of saturated."""
     srv = Server(name, tag)
     perf = None
     try:
@@ -338,7 +341,7 @@ def load_run(name, tag, conns, pipeline, duration, profile=False):
         u0, s0 = cpu_ticks(srv.pid)
         b0 = cpu_busy_ticks()
         t0 = time.time()
-        res = run_echoc(echoc_cmd(srv.addr, conns, duration, pipeline), tag)
+        res = run_echoc(echoc_cmd(srv.addr, conns, duration, pipeline, rate=rate), tag)
         wall = time.time() - t0
         b1 = cpu_busy_ticks()
         u1, s1 = cpu_ticks(srv.pid)
@@ -604,6 +607,13 @@ def main():
         log("perf record -e cpu-clock does not work here: no profiles, /proc split only")
     workloads = [("pipelined",
                   lambda s, t: load_run(s, t, 50, 64, DURATION, profile=profile))]
+    # The same pipelined load, paced: every server sees the same arrival pattern, so the
+    # lines per read (and so the per-reply CPU) no longer depend on how fast the server
+    # answered the saturated load generator. PACED_RATE must be below every compared
+    # server's capacity (the tokio peer cannot reach it: for it this is saturated too).
+    workloads.append(("paced",
+                      lambda s, t: load_run(s, t, 50, 64, DURATION, profile=profile,
+                                            rate=PACED_RATE)))
     for n in PINGPONG_CONNS:
         workloads.append((f"pingpong-{n}",
                           lambda s, t, n=n: load_run(s, t, n, 1, DURATION)))

@@ -66,6 +66,11 @@ ROWS = [
     ("server sys ns/reply", "pipelined", "sys_ns_per_reply", "ns", None),
     ("server CPU busy (of 1 CPU)", "pipelined", "server_cpu_util", "", None),
     ("replies/s", "pipelined", "replies_per_s", "/s", None),
+    ("server CPU ns/reply (user+sys)", "paced", "cpu_ns_per_reply", "ns", None),
+    ("server user ns/reply (/proc)", "paced", "user_ns_per_reply", "ns", None),
+    ("server user ns/reply (perf samples)", "paced", "perf_user_ns_per_reply", "ns", None),
+    ("server sys ns/reply", "paced", "sys_ns_per_reply", "ns", None),
+    ("replies/s", "paced", "replies_per_s", "/s", None),
 ]
 for n in (1, 10, 50, 100, 1000, 10000):
     w = f"pingpong-{n}"
@@ -175,7 +180,7 @@ def main():
         tgt, met = (t[0], "yes" if t[1] else "**no**") if t else ("", "")
         print(f"| {label} | {workload} | {cell(cells['echod'])} | {cell(cells['c'])} | "
               f"{cell(cells['tokio'])} | {ratio('c')} | {ratio('tokio')} | {tgt} | {met} |")
-    noise = [w for w in ["pipelined"] + [f"pingpong-{n}" for n in (1, 10, 50, 100, 1000, 10000)]
+    noise = [w for w in ["pipelined", "paced"] + [f"pingpong-{n}" for n in (1, 10, 50, 100, 1000, 10000)]
              if any(data.get((w, sv, "client_cpu_busy")) for sv in SERVERS)]
     if noise:
         print()

@@ -13,6 +13,7 @@
 #         QUICK=1 benches/compare/run.sh      # one short round, small counts (smoke check)
 # Knobs (environment): ROUNDS [3], DURATION [4] s per load run, SYSCALL_DURATION [3],
 #   IDLE_CONNS [10000], WAKE_WINDOW [10] s, ACTIVE_PERIOD [3] s, PINGPONG_CONNS ["1 50 1000"],
+#   PACED_RATE [1000000] lines/s for the paced workload,
 #   HELD_CONNS [19950] (0 skips), SERVERS ["echod c tokio"], SERVER_CPU [0], CLIENT_CPU [1],
 #   NICE [-10], CONNECT_RATE [4000]/s, PERF [auto] (0: no perf profile),
 #   WORKLOADS (e.g. "pipelined idle"; all by default), ECHOD_ARGS (extra echod flags),
