@@ -34,9 +34,15 @@ fuzz_target!(|data: &[u8]| {
     let (mut fed, mut step) = (0usize, 0usize);
     let bound = |p: &Protocol| p.max_pending.max(p.prefix.len() + p.max_line + 1) + ERR_LINE_TOO_LONG.len() + p.banner.len();
     let mut answers_allowance = 0;
+    // Like the reactor, lend a shared reply buffer for some visits (the seed decides).
+    let mut shared = Vec::new();
     loop {
         step += 1;
         let k = usize::from(seed.wrapping_mul(step as u8).wrapping_add(step as u8)) % 17 + 1;
+        let lend = (seed >> (step % 8)) & 1 == 1;
+        if lend {
+            c.lend_output(&mut shared);
+        }
         let out_len = c.poll_output().len();
         assert!(out_len <= bound(&p) + answers_allowance, "output {out_len} over its bound");
         if out_len > 0 && (step % 3 != 0 || fed >= input.len() || !c.wants_read(&p)) {
@@ -53,8 +59,11 @@ fuzz_target!(|data: &[u8]| {
             fed = end;
             assert!(c.buffered() <= bound(&p) + answers_allowance + p.max_line + 17);
         } else if out_len == 0 {
+            c.return_output(&mut shared);
             break;
         }
+        c.return_output(&mut shared);
+        assert!(shared.is_empty(), "the lent buffer comes back empty");
     }
     if fed < input.len() {
         // Stopped reading for good: only legitimate when closing for a reason.
