@@ -567,7 +567,6 @@ impl Connection {
     /// ends, the prefix and a short line are fixed-size copies, and the line-length limit
     /// is checked per line only when `buf` is long enough to break it.
     fn answer_lines(&mut self, p: &Protocol, buf: &[u8]) -> usize {
-        self.reserve_replies(p, buf);
         let check_length = buf.len() > p.max_line + 1;
         // The room test of `has_room`, in a form that costs one comparison per line:
         // a reply fits if nothing is pending or the output stays within `limit`.
@@ -587,6 +586,11 @@ impl Connection {
                 stopped = true;
                 break;
             }
+            if answered == 0 {
+                // Room for all the replies at once, made only once there is one to queue
+                // (a read with no complete line allocates nothing).
+                self.reserve_replies(p, &buf[used..]);
+            }
             if p.telnet {
                 self.output.extend_from_slice(&p.prefix);
                 telnet::escape_iac(&buf[used..=newline], &mut self.output);
@@ -598,9 +602,6 @@ impl Connection {
             answered += 1;
         }
         self.lines += answered;
-        if answered == 0 && self.pending() == 0 && !self.lent {
-            self.output = Vec::new(); // Reserved for nothing: an idle connection owns no buffer.
-        }
         // The rest is a partial line: too long already if it has no `\n` within the limit.
         if !stopped && buf.len() - used > p.max_line {
             self.fail_line_too_long();

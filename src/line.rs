@@ -152,7 +152,7 @@ impl Iterator for Newlines<'_> {
 ///
 /// Four 16-byte vector compares, each turned into 16 bits with one "move mask"
 /// instruction (SSE2 `pmovmskb` on x86-64, the baseline every x86-64 CPU has). The
-/// `wide` crate gives us these as safe functions, so echod itself needs no `unsafe`; on
+/// `wide` crate gives us these as safe functions, so echod's own code stays safe Rust; on
 /// other targets it falls back to plain code with the same result.
 #[inline]
 fn newline_mask(block: &[u8; BLOCK]) -> u64 {
