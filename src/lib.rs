@@ -19,7 +19,8 @@
 //! - [`stats`]: the counters.
 //!
 //! I/O modules:
-//! - [`server`]: the reactor, the only server module that touches `mio`.
+//! - [`server`]: the reactor, the only server module that touches sockets.
+//! - [`alarm`]: the loop's alarm clock, a timerfd set to the next deadline.
 //! - [`net`]: listener set-up and error predicates.
 //! - [`client`]: `echoc`'s one-shot, interactive and load modes, in the same style.
 //!
@@ -49,6 +50,7 @@
 //! ```
 #![deny(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
+pub mod alarm;
 pub mod client;
 pub mod config;
 pub mod conn;

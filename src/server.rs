@@ -9,7 +9,7 @@
 //!   and hand the bytes to its [`Connection`] state machine;
 //! - a connection has output: write it until `WouldBlock` or until it is all sent;
 //! - the **signal** pipe is readable: start the drain, log the counters, …;
-//! - the poll **timeout** passed: a connection's deadline is due.
+//! - the **alarm** rang (a timerfd, see [`crate::alarm`]): a deadline is due.
 //!
 //! Each connection is registered once, for READABLE and WRITABLE, edge-triggered: the kernel
 //! reports a change of readiness once, and it is our job to use it up. That costs no
@@ -31,6 +31,7 @@ use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook_mio::v1_0::Signals;
 
+use crate::alarm::Alarm;
 use crate::config::Config;
 use crate::conn::{CloseReason, Connection, Protocol, State, ERR_SERVER_BUSY};
 use crate::net::{self, accept_transient, interrupted, out_of_fds, would_block};
@@ -39,12 +40,16 @@ use crate::slots::Slots;
 use crate::stats::Stats;
 use crate::timers::{Clock, Tick, Timers};
 
-/// The signal source's token (signal-hook-mio's self-pipe, a Unix socket pair). Connection tokens are slab keys, counted up from 0, so the
-/// top of the token space is free for the few non-connection sources.
+/// The signal source's token (signal-hook-mio's self-pipe, a Unix socket pair).
+/// Connection tokens are slab keys, counted up from 0, so the top of the token space is
+/// free for the few non-connection sources.
 const SIGNALS: Token = Token(usize::MAX - 1);
 
+/// The alarm's token.
+const ALARM: Token = Token(usize::MAX - 2);
+
 /// Listener `i` has token `LISTENER_BASE - i`.
-const LISTENER_BASE: usize = usize::MAX - 2;
+const LISTENER_BASE: usize = usize::MAX - 3;
 
 /// One read buffer for all connections. A read fills it, the state machine copies out
 /// only what it must keep (a partial line), and the next connection reuses it. 64 KiB
@@ -141,6 +146,9 @@ pub struct Server {
     replies: Vec<u8>,
     /// Connection deadlines.
     timers: Timers,
+    /// Wakes the poll at the earliest of all deadlines (connections', drain, accept
+    /// retry, status report), so that `poll` itself never needs a timeout.
+    alarm: Alarm,
     /// Connections we owe a visit: readable data left unread by the fairness budget.
     ready: Vec<usize>,
     /// Counters.
@@ -202,6 +210,9 @@ impl Server {
         let clock = Clock::new();
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
+        let mut alarm = Alarm::new()?;
+        poll.registry()
+            .register(&mut alarm, ALARM, Interest::READABLE)?;
         Ok(Server {
             poll,
             listeners,
@@ -214,6 +225,7 @@ impl Server {
             scratch: vec![0; SCRATCH_SIZE].into_boxed_slice(),
             replies: Vec::new(),
             timers: Timers::new(),
+            alarm,
             ready: Vec::new(),
             stats: Stats::default(),
             drain_deadline: None,
@@ -250,7 +262,10 @@ impl Server {
         self.notify_systemd(&[sd_notify::NotifyState::Ready]);
         let mut events = Events::with_capacity(1024);
         loop {
-            let timeout = self.poll_timeout();
+            self.alarm.set(self.next_deadline(), self.now)?;
+            // Sleep until an event (the alarm is one), unless we owe a connection a
+            // visit: then only collect what is ready and come straight back.
+            let timeout = (!self.ready.is_empty()).then_some(Duration::ZERO);
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if interrupted(&e) {
                     // A signal landed during epoll_wait; its handler already wrote to the
@@ -264,6 +279,8 @@ impl Server {
             for event in events.iter() {
                 match event.token() {
                     SIGNALS => self.handle_signals(),
+                    // The deadlines it stands for are checked below, every turn.
+                    ALARM => self.alarm.rang(),
                     Token(t) if t > LISTENER_BASE - self.listeners.len() => {
                         self.accept_all(LISTENER_BASE - t)
                     }
@@ -282,14 +299,11 @@ impl Server {
         }
     }
 
-    /// How long `poll` may sleep: until the next deadline, or not at all when we owe a
-    /// connection a visit. `None` (sleep until an event) when nothing is due, so an idle
-    /// server makes no wakeups at all.
-    fn poll_timeout(&self) -> Option<Duration> {
-        if !self.ready.is_empty() {
-            return Some(Duration::ZERO);
-        }
-        let next = [
+    /// When the alarm must ring: the earliest of the connections' deadlines, the drain
+    /// deadline, the accept retry and the status report. `None` when nothing is due, so
+    /// an idle server makes no wakeups at all.
+    fn next_deadline(&self) -> Option<Instant> {
+        [
             self.timers.next_deadline().map(|t| self.clock.instant(t)),
             self.drain_deadline,
             self.accept_retry,
@@ -297,13 +311,7 @@ impl Server {
         ]
         .into_iter()
         .flatten()
-        .min()?;
-        // Measured from the start of this turn, not from a fresh clock read: the work
-        // since took microseconds, and every deadline here is coarser than that. Round up
-        // to the next millisecond: epoll counts whole milliseconds, and waking a hair
-        // early would only spin once more.
-        let wait = next.saturating_duration_since(self.now);
-        Some(wait + Duration::from_micros(999))
+        .min()
     }
 
     /// A connection's socket changed readiness.

@@ -1,8 +1,8 @@
 //! Deadlines owned by the loop: which connection times out next, and when.
 //!
-//! We keep one min-heap of `(deadline, key, serial)`, ordered by deadline. The poll
-//! timeout is the earliest deadline, so with nothing due the process sleeps: no ticks,
-//! no wakeups while idle.
+//! We keep one min-heap of `(deadline, key, serial)`, ordered by deadline. The loop's
+//! alarm ([`crate::alarm`]) is set to the earliest deadline, so with nothing due the
+//! process sleeps: no ticks, no wakeups while idle.
 //!
 //! Why a heap and not a hashed timing wheel: a wheel wakes up every tick to turn, even
 //! when nothing is due, which is exactly what an idle daemon must not do. A heap costs
@@ -70,7 +70,7 @@ impl Clock {
         Tick(u64::try_from(ms).unwrap_or(u64::MAX - 1))
     }
 
-    /// The instant of `tick` (for the poll timeout).
+    /// The instant of `tick` (for the alarm).
     pub fn instant(&self, tick: Tick) -> Instant {
         self.start + Duration::from_millis(tick.0)
     }
@@ -111,7 +111,7 @@ impl Timers {
         self.heap.push(Reverse(Timer { at, key, serial }));
     }
 
-    /// The earliest scheduled deadline, if any: the loop's poll timeout.
+    /// The earliest scheduled deadline, if any: when the loop's alarm must ring.
     pub fn next_deadline(&self) -> Option<Tick> {
         self.heap.peek().map(|Reverse(t)| t.at)
     }

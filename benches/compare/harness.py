@@ -77,6 +77,11 @@ SERVER_CMDS = {
     "c": [os.path.join(PEER_TARGET, "c-server"), "127.0.0.1:0"],
     "tokio": [os.path.join(PEER_TARGET, "release", "echo-tokio-peer"), "127.0.0.1:0"],
 }
+# A/B of two echod builds in one run: BASELINE_ECHOD=/path/to/old/echod adds a server
+# "base" with the same arguments (name it in SERVERS; report.py shows the usual three
+# servers, medians.py any set).
+if os.environ.get("BASELINE_ECHOD"):
+    SERVER_CMDS["base"] = [os.environ["BASELINE_ECHOD"]] + SERVER_CMDS["echod"][1:]
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 LISTENING = re.compile(rb"listening on (127\.0\.0\.1:\d+)")
