@@ -568,6 +568,13 @@ impl Connection {
     /// is checked per line only when `buf` is long enough to break it.
     fn answer_lines(&mut self, p: &Protocol, buf: &[u8]) -> usize {
         let check_length = buf.len() > p.max_line + 1;
+        // The usual read: too short to hold a line (or a partial line) over the limit, and
+        // even if it were all one-byte lines their replies would fit. Then no line needs
+        // a check.
+        let worst_case = buf.len().saturating_mul(1 + p.prefix.len());
+        if !p.telnet && buf.len() <= p.max_line && self.pending() + worst_case <= p.max_pending {
+            return self.answer_all_lines(p, buf);
+        }
         // The room test of `has_room`, in a form that costs one comparison per line:
         // a reply fits if nothing is pending or the output stays within `limit`.
         let limit = self.sent + p.max_pending;
@@ -607,6 +614,29 @@ impl Connection {
             self.fail_line_too_long();
             return buf.len();
         }
+        used
+    }
+
+    /// [`Connection::answer_lines`] when every line of `buf` is known to fit and to be
+    /// within the length limit: the loop is only "find the end, copy the reply".
+    fn answer_all_lines(&mut self, p: &Protocol, buf: &[u8]) -> usize {
+        let mut ends = line::newlines(buf);
+        let Some(first) = ends.next() else {
+            return 0; // A partial line: nothing to answer, nothing allocated.
+        };
+        self.reserve_replies(p, buf);
+        let prefix = line::Prefix::new(&p.prefix);
+        let output = &mut self.output;
+        prefix.push(output);
+        line::push_line(output, buf, first + 1);
+        let (mut used, mut answered) = (first + 1, 1);
+        for newline in ends {
+            prefix.push(output);
+            line::push_line(output, &buf[used..], newline + 1 - used);
+            used = newline + 1;
+            answered += 1;
+        }
+        self.lines += answered;
         used
     }
 

@@ -46,14 +46,22 @@ fn run(p: &Protocol, chunks: &[&[u8]], eof: bool) -> (Vec<u8>, Connection) {
     (got, c)
 }
 
-/// What the protocol says the output must be for `input` (line mode, no limits hit).
+/// What the protocol says the output must be for `input` in line mode: a reply per line,
+/// and at the first line over `max_line` (complete or not) the error, and nothing after.
 fn expected(p: &Protocol, input: &[u8], eof: bool) -> Vec<u8> {
     let mut want = p.banner.clone();
     let mut rest = input;
     while let Some(len) = line::line_len(rest) {
+        if len - 1 > p.max_line {
+            break;
+        }
         want.extend_from_slice(&p.prefix);
         want.extend_from_slice(&rest[..len]);
         rest = &rest[len..];
+    }
+    if line::line_len(rest).unwrap_or(rest.len() + 1) - 1 > p.max_line {
+        want.extend_from_slice(ERR_LINE_TOO_LONG);
+        return want;
     }
     if eof && !rest.is_empty() {
         want.extend_from_slice(&p.prefix);
@@ -554,8 +562,12 @@ proptest! {
         takes in proptest::collection::vec(1usize..50, 1..50),
         eof in any::<bool>(),
         lends in proptest::collection::vec(any::<bool>(), 1..50),
+        // (max_line, max_pending): backpressure on every line; roomy output with short
+        // lines that break the limit; the defaults (where most reads take the path that
+        // checks no line); and both limits tiny.
+        limits in prop_oneof![Just((1000, 24)), Just((40, 4096)), Just((65536, 65536)), Just((8, 30))],
     ) {
-        let p = small(1000, 24);
+        let p = small(limits.0, limits.1);
         let mut c = Connection::new(&p);
         let (mut fed, mut cut, mut take) = (0, 0, 0);
         let mut got = Vec::new();
@@ -567,7 +579,8 @@ proptest! {
                 c.lend_output(&mut shared);
             }
             let out = c.poll_output();
-            prop_assert!(out.len() <= 24.max(p.prefix.len() + 1001) + BANNER.len());
+            let bound = p.max_pending.max(p.prefix.len() + p.max_line + 1);
+            prop_assert!(out.len() <= bound + BANNER.len() + ERR_LINE_TOO_LONG.len());
             if !out.is_empty() {
                 let n = out.len().min(takes[take % takes.len()]);
                 take += 1;
