@@ -76,7 +76,7 @@ const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(3);
 /// only after it changed: an idle daemon still never wakes up.
 const STATUS_EVERY: Duration = Duration::from_secs(1);
 
-/// File descriptors kept free for the listeners, the poll and signal descriptors, stdio,
+/// File descriptors kept free for the listeners, the poll, signal and alarm descriptors, stdio,
 /// and the short-lived socket we accept to tell a client it is refused.
 const FD_RESERVE: u64 = 32;
 
