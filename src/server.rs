@@ -76,8 +76,8 @@ const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(3);
 /// only after it changed: an idle daemon still never wakes up.
 const STATUS_EVERY: Duration = Duration::from_secs(1);
 
-/// File descriptors kept free for the listeners, the poll, signal and alarm descriptors, stdio,
-/// and the short-lived socket we accept to tell a client it is refused.
+/// File descriptors kept free for the listeners, the poll, signal and alarm descriptors,
+/// stdio, and the short-lived socket we accept to tell a client it is refused.
 const FD_RESERVE: u64 = 32;
 
 /// A connection as the loop sees it: the socket, the protocol state, and the readiness
