@@ -261,42 +261,51 @@ impl Server {
         // The listeners are registered: systemd may now start what depends on us.
         self.notify_systemd(&[sd_notify::NotifyState::Ready]);
         let mut events = Events::with_capacity(1024);
-        loop {
-            self.alarm.set(self.next_deadline(), self.now)?;
-            // Sleep until an event (the alarm is one), unless we owe a connection a
-            // visit: then only collect what is ready and come straight back.
-            let timeout = (!self.ready.is_empty()).then_some(Duration::ZERO);
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
-                if interrupted(&e) {
-                    // A signal landed during epoll_wait; its handler already wrote to the
-                    // signal socket, so the next poll reports it. Not an error.
-                    continue;
-                }
-                return Err(e);
+        while !self.turn(&mut events, None)? {}
+        info!("{}", self.stats.summary(self.conns.len()));
+        Ok(self.stats)
+    }
+
+    /// One turn of the loop: sleep until something is ready, do all the work it
+    /// allows, close what closed. True when the loop is over (a drain completed, or a
+    /// second signal). `longest` caps the sleep, for tests that turn the loop by hand;
+    /// the daemon passes `None` and lets the alarm wake it.
+    fn turn(&mut self, events: &mut Events, longest: Option<Duration>) -> io::Result<bool> {
+        self.alarm.set(self.next_deadline(), self.now)?;
+        // Sleep until an event (the alarm is one), unless we owe a connection a visit:
+        // then only collect what is ready and come straight back.
+        let timeout = if self.ready.is_empty() {
+            longest
+        } else {
+            Some(Duration::ZERO)
+        };
+        if let Err(e) = self.poll.poll(events, timeout) {
+            if interrupted(&e) {
+                // A signal landed during epoll_wait; its handler already wrote to the
+                // signal socket, so the next poll reports it. Not an error.
+                return Ok(false);
             }
-            self.now = Instant::now();
-            self.tick = self.clock.tick(self.now);
-            for event in events.iter() {
-                match event.token() {
-                    SIGNALS => self.handle_signals(),
-                    // The deadlines it stands for are checked below, every turn.
-                    ALARM => self.alarm.rang(),
-                    Token(t) if t > LISTENER_BASE - self.listeners.len() => {
-                        self.accept_all(LISTENER_BASE - t)
-                    }
-                    Token(key) => self.handle_event(key, event),
+            return Err(e);
+        }
+        self.now = Instant::now();
+        self.tick = self.clock.tick(self.now);
+        for event in events.iter() {
+            match event.token() {
+                SIGNALS => self.handle_signals(),
+                // The deadlines it stands for are checked below, every turn.
+                ALARM => self.alarm.rang(),
+                Token(t) if t > LISTENER_BASE - self.listeners.len() => {
+                    self.accept_all(LISTENER_BASE - t)
                 }
-            }
-            self.serve_ready();
-            self.expire_timers();
-            self.retry_accept_if_due();
-            self.reap();
-            self.send_status_if_due();
-            if self.exit_now || (self.drain_deadline.is_some() && self.conns.is_empty()) {
-                info!("{}", self.stats.summary(self.conns.len()));
-                return Ok(self.stats);
+                Token(key) => self.handle_event(key, event),
             }
         }
+        self.serve_ready();
+        self.expire_timers();
+        self.retry_accept_if_due();
+        self.reap();
+        self.send_status_if_due();
+        Ok(self.exit_now || (self.drain_deadline.is_some() && self.conns.is_empty()))
     }
 
     /// When the alarm must ring: the earliest of the connections' deadlines, the drain
@@ -849,5 +858,50 @@ mod tests {
             std::mem::size_of::<Connection>()
         );
         assert!(entry + timer <= 256, "{entry} + {timer} bytes");
+    }
+
+    /// Turns the loop until `client` has received `want` (in all), at most 5 s.
+    fn serve_until(server: &mut Server, client: &mut std::net::TcpStream, want: &[u8]) {
+        let mut events = Events::with_capacity(16);
+        let mut got = Vec::new();
+        let give_up = Instant::now() + Duration::from_secs(5);
+        client.set_nonblocking(true).unwrap();
+        while got.len() < want.len() && Instant::now() < give_up {
+            server
+                .turn(&mut events, Some(Duration::from_millis(20)))
+                .unwrap();
+            let mut buf = [0; 256];
+            match client.read(&mut buf) {
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if would_block(&e) => {}
+                Err(e) => panic!("client read: {e}"),
+            }
+        }
+        assert_eq!(got, want);
+    }
+
+    /// The reactor lends its reply buffer to the connection it serves (the state
+    /// machine's side is tested in `conn`): a served line leaves the buffer with the
+    /// memory it was built in, and the connection with none.
+    #[test]
+    fn replies_are_built_in_the_servers_lent_buffer() {
+        let config = Config {
+            listen: vec!["127.0.0.1:0".parse().unwrap()],
+            ..Config::default()
+        };
+        let mut server = Server::bind(&config).unwrap();
+        let mut client = std::net::TcpStream::connect(server.local_addrs()[0]).unwrap();
+        // The banner first: it is queued before any visit, in the connection's own buffer.
+        serve_until(&mut server, &mut client, &config.banner);
+        assert_eq!(server.replies.capacity(), 0, "nothing lent yet");
+        client.write_all(b"hi\n").unwrap();
+        serve_until(&mut server, &mut client, b"OK...hi\n");
+        assert!(
+            server.replies.capacity() > 0,
+            "the reply was built in the shared buffer"
+        );
+        let key = server.conns.live_keys()[0];
+        let entry = server.conns.get_mut(key).unwrap();
+        assert_eq!(entry.conn.buffered(), 0);
     }
 }
