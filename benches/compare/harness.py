@@ -3,10 +3,11 @@
 
 Called by run.sh once the three servers and `echoc` are built. Every measurement gets a
 fresh server process pinned to CPU 0 (`taskset -c 0`) and `echoc load` pinned to CPU 1,
-so what one workload leaves behind (allocator caches, TIME_WAIT sockets, timers) never
-leaks into the next. Workloads are interleaved server by server (echod, c, tokio,
-echod, c, tokio, ...) and repeated ROUNDS times, so slow drifts of a shared machine hit
-the three alike.
+so what one workload leaves behind (allocator caches, timers) never leaks into the next,
+and each run starts once the kernel has torn down the previous run's connections.
+Workloads are interleaved server by server (echod, c, tokio, then c, tokio, echod, ...:
+the first server of each workload rotates from round to round) and repeated ROUNDS
+times, so slow drifts of a shared machine hit the three alike.
 
 What is measured, always on the *server* process:
 - CPU: utime and stime from /proc/PID/stat (whole process, all threads) before and
@@ -28,6 +29,7 @@ import json
 import os
 import re
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -120,6 +122,30 @@ def kill_all():
 
 
 # ---- /proc readers --------------------------------------------------------------------
+
+def tcp_sockstat():
+    """The kernel's TCP socket counts (inuse, orphan, tw, ...) from /proc/net/sockstat."""
+    with open("/proc/net/sockstat") as f:
+        for line in f:
+            if line.startswith("TCP:"):
+                fields = line.split()[1:]
+                return {k: int(v) for k, v in zip(fields[::2], fields[1::2])}
+    return {}
+
+
+def wait_for_tcp_teardown(timeout=30):
+    """Waits until the previous run's sockets are gone (none left in use beyond a few,
+    no orphans still closing), so that the next server does not pay for tearing down
+    the last one's thousands of connections. TIME_WAIT entries are left to expire."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        st = tcp_sockstat()
+        if st.get("inuse", 0) < 50 and st.get("orphan", 0) == 0:
+            return True
+        time.sleep(0.2)
+    log(f"  TCP teardown still going after {timeout}s: {tcp_sockstat()}")
+    return False
+
 
 def cpu_ticks(pid):
     """(utime, stime) of the whole process, in clock ticks."""
@@ -567,25 +593,29 @@ def held_run(name, tag, total):
     pingpong = 50
     idle_each = (total - pingpong) // 2
     srv = Server(name, tag)
+    samples = 3  # ping-pong runs of 3 s beside the idle clients; the median is reported
     try:
-        hold = 20
+        hold = 30
         idle = [start_echoc(echoc_cmd(srv.addr, idle_each, hold, idle=True, share=2),
                             f"{tag}-{name}-idle{i}") for i in (1, 2)]
         ok = srv.wait_for_conns(2 * idle_each, idle, timeout=60)
-        pp = start_echoc(echoc_cmd(srv.addr, pingpong, 3), f"{tag}-{name}-pp")
-        time.sleep(1.5)
-        held = fd_count(srv.pid) - srv.base_fds  # sockets held during the ping-pong
-        res = finish_echoc(pp)
+        runs = []
+        for k in range(samples):
+            pp = start_echoc(echoc_cmd(srv.addr, pingpong, 3), f"{tag}-{name}-pp{k}")
+            if k == 0:
+                time.sleep(1.5)
+                held = fd_count(srv.pid) - srv.base_fds  # sockets held during the ping-pong
+            runs.append(finish_echoc(pp))
         idle_res = [finish_echoc(p) for p in idle]
     finally:
         srv.stop()
     return {
         "held_connections": sum(r.get("connected_peak", r["connections"])
-                                for r in idle_res) + res.get("connected_peak", 0),
+                                for r in idle_res) + runs[0].get("connected_peak", 0),
         "held_sockets": held,
         "held_all_up": 1 if ok else 0,
-        "held_pingpong_replies_per_s": res["replies_per_s"],
-        "errors": res["errors"] + sum(r["errors"] for r in idle_res),
+        "held_pingpong_replies_per_s": statistics.median(r["replies_per_s"] for r in runs),
+        "errors": sum(r["errors"] for r in runs) + sum(r["errors"] for r in idle_res),
     }
 
 
@@ -634,9 +664,14 @@ def main():
     try:
         for rnd in range(1, ROUNDS + 1):
             log(f"round {rnd}/{ROUNDS} ({time.time() - started:.0f}s)")
+            # Rotate who goes first: the first server of a workload runs right after the
+            # previous workload's last one, and should not always be the same one.
+            shift = (rnd - 1) % len(SERVERS)
+            order = SERVERS[shift:] + SERVERS[:shift]
             for workload, fn in workloads:
-                for server in SERVERS:
+                for server in order:
                     tag = f"r{rnd}-{workload}"
+                    wait_for_tcp_teardown()
                     try:
                         record(rnd, workload, server, fn(server, tag))
                     except Exception as e:  # keep going: one failure is one row
@@ -645,7 +680,17 @@ def main():
                     kill_all()
         if HELD_CONNS and (not only or "held" in only):
             log(f"held connections ({time.time() - started:.0f}s)")
+            # A warm-up run, not recorded: the first run that opens ~40,000 sockets came
+            # out 10-40 % low whichever server went first (session 3; probably the kernel
+            # growing its socket caches).
+            wait_for_tcp_teardown()
+            try:
+                held_run(SERVERS[0], "held-warmup", HELD_CONNS)
+            except Exception as e:
+                log(f"  held warm-up: FAILED: {e}")
+            kill_all()
             for server in SERVERS:
+                wait_for_tcp_teardown()
                 try:
                     record(1, "held", server, held_run(server, "held", HELD_CONNS))
                 except Exception as e:

@@ -99,7 +99,7 @@ ROWS += [
      absolute(256, "≤ 256 B")),
     ("connections held (idle + ping-pong)", "held", "held_connections", "", None),
     ("  server sockets during ping-pong", "held", "held_sockets", "", None),
-    ("  ping-pong replies/s while held", "held", "held_pingpong_replies_per_s", "/s", None),
+    ("  ping-pong replies/s while held (median of 3)", "held", "held_pingpong_replies_per_s", "/s", None),
     ("  client errors", "held", "errors", "", absolute(0, "0")),
 ]
 
