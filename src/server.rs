@@ -882,7 +882,7 @@ mod tests {
 
     /// The reactor lends its reply buffer to the connection it serves (the state
     /// machine's side is tested in `conn`): a served line leaves the buffer with the
-    /// memory it was built in, and the connection with none.
+    /// memory it was built in, and the connection with nothing left to send.
     #[test]
     fn replies_are_built_in_the_servers_lent_buffer() {
         let config = Config {
