@@ -9,7 +9,7 @@
 //!
 //! - `framer/*`: bytes/s for a 64 KiB read (the reactor's scratch size) made of 32-byte or
 //!   4 KiB lines: `scan` finds the line ends only, `scan+reply` also builds the replies,
-//!   as the server does (`line::newlines`, `line::Prefix`, `line::push_line`).
+//!   as the server does (`line::push_replies`).
 //! - `conn/*`: ns per line through [`Connection::handle_input`], then the output taken as
 //!   a socket would take it (`poll_output` + `advance_output`), in a reply buffer lent
 //!   and returned as the reactor does (`lend_output`/`return_output`), with the shapes of the
@@ -63,12 +63,7 @@ fn framer(c: &mut Criterion) {
                     out.clear();
                     let input = black_box(&input[..]);
                     let prefix = line::Prefix::new(b"OK...");
-                    let mut used = 0;
-                    for newline in line::newlines(input) {
-                        prefix.push(&mut out);
-                        line::push_line(&mut out, &input[used..], newline + 1 - used);
-                        used = newline + 1;
-                    }
+                    line::push_replies(&mut out, &prefix, input, READ_SIZE * 2);
                     black_box(out.len())
                 })
             },

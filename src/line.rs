@@ -72,7 +72,9 @@ pub struct Newlines<'a> {
 impl Newlines<'_> {
     /// Moves on to the next block, which has a `\n`; false at the end of the buffer.
     /// The common case, a whole block, is inline; the rest is kept out of line so that
-    /// the loop it sits in stays small.
+    /// the loop it sits in stays small. (The out-of-line parts are free functions that
+    /// take values and return values: were they to borrow `self`, the iterator would have
+    /// to live in memory instead of in registers.)
     #[inline]
     fn next_block(&mut self) -> bool {
         while self.mask == 0 {
@@ -81,57 +83,56 @@ impl Newlines<'_> {
                 .get(self.next..)
                 .and_then(|rest| rest.first_chunk())
             else {
-                return self.last_block();
+                (self.base, self.mask) = last_block(self.buf, self.next);
+                self.next = self.buf.len();
+                return self.mask != 0;
             };
             self.base = self.next;
             self.mask = newline_mask(block);
             self.next += BLOCK;
-            if self.mask == 0 && !self.skip_long_line() {
-                return false;
+            if self.mask == 0 {
+                // The block has no `\n`: the line is long, so let memchr find its end and
+                // start the next block there.
+                match skip_long_line(self.buf, self.base) {
+                    Some(next) => self.next = next,
+                    None => {
+                        self.next = self.buf.len();
+                        return false;
+                    }
+                }
             }
         }
         true
     }
+}
 
-    /// The block at `base` has no `\n`: the line is long, so let memchr find its end
-    /// and start the next block there. False when there is no `\n` left.
-    #[inline(never)]
-    fn skip_long_line(&mut self) -> bool {
-        match memchr::memchr(NEWLINE, &self.buf[self.base..]) {
-            Some(end) => {
-                self.next = self.base + end;
-                true
-            }
-            None => {
-                self.next = self.buf.len();
-                false
-            }
-        }
-    }
+/// Where the `\n` at or after `from` is, by memchr; `None` when there is none.
+#[inline(never)]
+fn skip_long_line(buf: &[u8], from: usize) -> Option<usize> {
+    memchr::memchr(NEWLINE, &buf[from..]).map(|end| from + end)
+}
 
-    /// The last bytes of the buffer, fewer than a block (maybe none).
-    #[inline(never)]
-    fn last_block(&mut self) -> bool {
-        let (start, len) = (self.next, self.buf.len());
-        if start >= len {
-            return false;
-        }
-        let tail = len - start;
-        self.mask = match self.buf.last_chunk::<BLOCK>() {
-            // Scan the buffer's last 64 bytes, which overlap what was scanned already, and
-            // drop the bits of those: cheaper than copying the tail anywhere.
-            Some(block) => newline_mask(block) >> (BLOCK - tail),
-            // A buffer shorter than a block: scan a zero-padded copy.
-            None => {
-                let mut padded = [0; BLOCK];
-                padded[..tail].copy_from_slice(&self.buf[start..]);
-                newline_mask(&padded)
-            }
-        };
-        self.base = start;
-        self.next = len;
-        self.mask != 0
+/// The block of the last bytes of `buf` from `start`, fewer than a block (maybe none):
+/// where it starts and the mask of its `\n` bytes.
+#[inline(never)]
+fn last_block(buf: &[u8], start: usize) -> (usize, u64) {
+    let len = buf.len();
+    if start >= len {
+        return (start, 0);
     }
+    let tail = len - start;
+    let mask = match buf.last_chunk::<BLOCK>() {
+        // Scan the buffer's last 64 bytes, which overlap what was scanned already, and
+        // drop the bits of those: cheaper than copying the tail anywhere.
+        Some(block) => newline_mask(block) >> (BLOCK - tail),
+        // A buffer shorter than a block: scan a zero-padded copy.
+        None => {
+            let mut padded = [0; BLOCK];
+            padded[..tail].copy_from_slice(&buf[start..]);
+            newline_mask(&padded)
+        }
+    };
+    (start, mask)
 }
 
 impl Iterator for Newlines<'_> {
@@ -218,6 +219,102 @@ impl<'a> Prefix<'a> {
         }
     }
 }
+
+/// Appends to `out` the reply to every complete line of `buf` (the prefix, then the
+/// line with its `\n`), and returns how many bytes of `buf` those lines take and how many
+/// lines there were. The partial line at the end, if any, is left alone. `out` grows as
+/// needed, by about twice `buf` first but never more than `limit` at once.
+///
+/// This is the server's inner loop: one call per read, one iteration per line. The
+/// replies are written at a position held in a register rather than appended, so a
+/// reply costs two fixed-size copies and no length or capacity bookkeeping in memory:
+/// `out` is first lengthened (zero-filled, one `memset` per read) to hold the replies, then
+/// cut back to where they end.
+///
+/// ```
+/// use echod::line::{push_replies, Prefix};
+/// let mut out = b"x".to_vec();
+/// let used = push_replies(&mut out, &Prefix::new(b"OK..."), b"hi\nthere\npart", 1 << 16);
+/// assert_eq!(used, (9, 2));
+/// assert_eq!(out, b"xOK...hi\nOK...there\n");
+/// ```
+pub fn push_replies(
+    out: &mut Vec<u8>,
+    prefix: &Prefix<'_>,
+    buf: &[u8],
+    limit: usize,
+) -> (usize, u64) {
+    if line_len(buf).is_none() {
+        return (0, 0); // A partial line: nothing to answer, nothing allocated.
+    }
+    let (mut used, mut answered) = (0, 0);
+    if let Some(padded) = prefix.padded {
+        let start = out.len();
+        // Room for the replies to lines at least as long as the prefix, plus what the
+        // fixed-size copies of one reply may write beyond its end.
+        out.resize(start + (2 * buf.len()).min(limit) + REPLY_COPY, 0);
+        let at;
+        (used, at, answered) = put_short_replies(out, start, &padded, prefix.bytes.len(), buf);
+        out.truncate(at);
+    }
+    // The lines the loop above left: the last ones of `buf`, long ones, those of a long
+    // prefix, or all of them if `out` ran short of room.
+    let rest = used;
+    for end in newlines(&buf[rest..]) {
+        push_reply(out, prefix.bytes, &buf[used..=rest + end]);
+        used = rest + end + 1;
+        answered += 1;
+    }
+    (used, answered)
+}
+
+/// The fast part of [`push_replies`]: writes into `out` from `at` the replies to the
+/// lines of `buf` that end in its whole 64-byte blocks, while each is short (at most 64
+/// bytes, copied as exactly 64 with 64 bytes to read from its start) and `out` has
+/// room for a reply's fixed-size copies. Returns the bytes of `buf` used, where the
+/// replies end in `out`, and how many lines were answered.
+///
+/// Everything it needs is in a register: the two buffers, the two positions, the mask of
+/// line ends in the current block. No length or capacity is stored back per reply.
+#[inline]
+fn put_short_replies(
+    out: &mut [u8],
+    mut at: usize,
+    prefix: &[u8; 16],
+    prefix_len: usize,
+    buf: &[u8],
+) -> (usize, usize, u64) {
+    let (mut used, mut answered) = (0, 0);
+    let mut base = 0;
+    while let Some(block) = buf.get(base..).and_then(|rest| rest.first_chunk::<BLOCK>()) {
+        let mut mask = newline_mask(block);
+        while mask != 0 {
+            let end = base + mask.trailing_zeros() as usize;
+            let len = end + 1 - used;
+            let line = buf[used..].first_chunk::<LINE_COPY>();
+            let room = out
+                .get_mut(at..)
+                .and_then(|o| o.first_chunk_mut::<REPLY_COPY>());
+            let (Some(line), Some(room)) = (line, room) else {
+                return (used, at, answered);
+            };
+            if len > LINE_COPY {
+                return (used, at, answered);
+            }
+            room[..16].copy_from_slice(prefix);
+            room[prefix_len..prefix_len + LINE_COPY].copy_from_slice(line);
+            at += prefix_len + len;
+            used = end + 1;
+            answered += 1;
+            mask &= mask - 1;
+        }
+        base += BLOCK;
+    }
+    (used, at, answered)
+}
+
+/// The most [`push_replies`] writes for one reply: a 16-byte prefix and a 64-byte line.
+const REPLY_COPY: usize = 16 + LINE_COPY;
 
 /// A line of up to this many bytes is copied as exactly this many by [`push_line`].
 const LINE_COPY: usize = 64;
@@ -309,6 +406,60 @@ mod tests {
             let want: Vec<usize> = memchr::memchr_iter(NEWLINE, &buf).collect();
             proptest::prop_assert_eq!(newlines(&buf).collect::<Vec<_>>(), want);
         }
+    }
+
+    /// The reply bytes of [`push_replies`] written the plain way: append each reply.
+    fn plain_replies(prefix: &[u8], buf: &[u8]) -> (Vec<u8>, usize, u64) {
+        let (mut out, mut used, mut lines) = (Vec::new(), 0, 0);
+        while let Some(len) = line_len(&buf[used..]) {
+            out.extend_from_slice(prefix);
+            out.extend_from_slice(&buf[used..used + len]);
+            used += len;
+            lines += 1;
+        }
+        (out, used, lines)
+    }
+
+    proptest::proptest! {
+        /// Every mix of line lengths (empty, shorter and longer than the prefix, around
+        /// the 64-byte copy and block sizes, long), prefix lengths (none, short, over the
+        /// 16 bytes of the fast path), a partial line or not, bytes already in `out`, and
+        /// a first allocation too small or large enough.
+        #[test]
+        fn push_replies_agrees_with_appending_each_reply(
+            lines in proptest::collection::vec(0usize..200, 0..40),
+            fill in proptest::num::u8::ANY,
+            partial in 0usize..80,
+            prefix_len in proptest::prop_oneof![0usize..=17, 18usize..40],
+            before in 0usize..20,
+            limit in proptest::prop_oneof![proptest::strategy::Just(1usize), 1usize..5000],
+        ) {
+            let byte = if fill == NEWLINE { b'x' } else { fill };
+            let mut buf = Vec::new();
+            for len in &lines {
+                buf.extend(std::iter::repeat_n(byte, *len));
+                buf.push(NEWLINE);
+            }
+            buf.extend(std::iter::repeat_n(b'p', partial));
+            let prefix: Vec<u8> = (0..prefix_len as u8).map(|i| b'A' + i).collect();
+            let mut out = vec![b'#'; before];
+            let got = push_replies(&mut out, &Prefix::new(&prefix), &buf, limit);
+            let (want, used, count) = plain_replies(&prefix, &buf);
+            proptest::prop_assert_eq!(got, (used, count));
+            proptest::prop_assert_eq!(&out[..before], &vec![b'#'; before][..]);
+            proptest::prop_assert_eq!(&out[before..], &want[..]);
+        }
+    }
+
+    #[test]
+    fn push_replies_allocates_nothing_for_a_partial_line() {
+        let mut out = Vec::new();
+        let prefix = Prefix::new(b"OK...");
+        assert_eq!(
+            push_replies(&mut out, &prefix, &[b'x'; 300], 1 << 16),
+            (0, 0)
+        );
+        assert_eq!(out.capacity(), 0);
     }
 
     #[test]
