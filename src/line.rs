@@ -249,12 +249,24 @@ pub fn push_replies(
     }
     let (mut used, mut answered) = (0, 0);
     if let Some(padded) = prefix.padded {
-        let start = out.len();
-        // Room for the replies to lines at least as long as the prefix, plus what the
-        // fixed-size copies of one reply may write beyond its end.
-        out.resize(start + (2 * buf.len()).min(limit) + REPLY_COPY, 0);
-        let at;
-        (used, at, answered) = put_short_replies(out, start, &padded, prefix.bytes.len(), buf);
+        let plen = prefix.bytes.len();
+        let mut at = out.len();
+        // Room first for the replies to lines at least 4 times as long as the prefix (the
+        // zero-filling is the only per-byte cost the fast loop adds, so it is kept near
+        // what is written); when shorter lines fill it, twice what is left.
+        let mut room = buf.len() + buf.len() / 4;
+        loop {
+            // Plus what the fixed-size copies of one reply may write beyond its end.
+            out.resize(at + room.min(limit) + REPLY_COPY, 0);
+            let done = put_short_replies(out, at, &padded, plen, &buf[used..]);
+            used += done.used;
+            at = done.at;
+            answered += done.answered;
+            if !done.out_of_room {
+                break;
+            }
+            room = 2 * (buf.len() - used);
+        }
         out.truncate(at);
     }
     // The lines the loop above left: the last ones of `buf`, long ones, those of a long
@@ -271,8 +283,7 @@ pub fn push_replies(
 /// The fast part of [`push_replies`]: writes into `out` from `at` the replies to the
 /// lines of `buf` that end in its whole 64-byte blocks, while each is short (at most 64
 /// bytes, copied as exactly 64 with 64 bytes to read from its start) and `out` has
-/// room for a reply's fixed-size copies. Returns the bytes of `buf` used, where the
-/// replies end in `out`, and how many lines were answered.
+/// room for a reply's fixed-size copies.
 ///
 /// Everything it needs is in a register: the two buffers, the two positions, the mask of
 /// line ends in the current block. No length or capacity is stored back per reply.
@@ -283,7 +294,7 @@ fn put_short_replies(
     prefix: &[u8; 16],
     prefix_len: usize,
     buf: &[u8],
-) -> (usize, usize, u64) {
+) -> Done {
     let (mut used, mut answered) = (0, 0);
     let mut base = 0;
     while let Some(block) = buf.get(base..).and_then(|rest| rest.first_chunk::<BLOCK>()) {
@@ -291,16 +302,26 @@ fn put_short_replies(
         while mask != 0 {
             let end = base + mask.trailing_zeros() as usize;
             let len = end + 1 - used;
-            let line = buf[used..].first_chunk::<LINE_COPY>();
-            let room = out
+            let Some(room) = out
                 .get_mut(at..)
-                .and_then(|o| o.first_chunk_mut::<REPLY_COPY>());
-            let (Some(line), Some(room)) = (line, room) else {
-                return (used, at, answered);
+                .and_then(|o| o.first_chunk_mut::<REPLY_COPY>())
+            else {
+                return Done {
+                    used,
+                    at,
+                    answered,
+                    out_of_room: true,
+                };
             };
-            if len > LINE_COPY {
-                return (used, at, answered);
-            }
+            let line = buf[used..].first_chunk::<LINE_COPY>();
+            let Some(line) = line.filter(|_| len <= LINE_COPY) else {
+                return Done {
+                    used,
+                    at,
+                    answered,
+                    out_of_room: false,
+                };
+            };
             room[..16].copy_from_slice(prefix);
             room[prefix_len..prefix_len + LINE_COPY].copy_from_slice(line);
             at += prefix_len + len;
@@ -310,7 +331,24 @@ fn put_short_replies(
         }
         base += BLOCK;
     }
-    (used, at, answered)
+    Done {
+        used,
+        at,
+        answered,
+        out_of_room: false,
+    }
+}
+
+/// Where [`put_short_replies`] stopped.
+struct Done {
+    /// Bytes of `buf` answered.
+    used: usize,
+    /// Where the replies end in `out`.
+    at: usize,
+    /// Lines answered.
+    answered: u64,
+    /// Stopped because `out` is full (not at a long line or the end of the blocks).
+    out_of_room: bool,
 }
 
 /// The most [`push_replies`] writes for one reply: a 16-byte prefix and a 64-byte line.
