@@ -258,7 +258,7 @@ pub fn push_replies(
         loop {
             // Plus what the fixed-size copies of one reply may write beyond its end.
             out.resize(at + room.min(limit) + REPLY_COPY, 0);
-            let done = put_short_replies(out, at, &padded, plen, &buf[used..]);
+            let done = put_short_replies(out, at, padded, plen, &buf[used..]);
             used += done.used;
             at = done.at;
             answered += done.answered;
@@ -269,8 +269,8 @@ pub fn push_replies(
         }
         out.truncate(at);
     }
-    // The lines the loop above left: the last ones of `buf`, long ones, those of a long
-    // prefix, or all of them if `out` ran short of room.
+    // The lines the loop above left: from the first longer than 64 bytes on, or all of
+    // them with a prefix longer than 16 bytes.
     let rest = used;
     for end in newlines(&buf[rest..]) {
         push_reply(out, prefix.bytes, &buf[used..=rest + end]);
@@ -281,31 +281,36 @@ pub fn push_replies(
 }
 
 /// The fast part of [`push_replies`]: writes into `out` from `at` the replies to the
-/// lines of `buf` that end in its whole 64-byte blocks, while each is short (at most 64
-/// bytes, copied as exactly 64 with 64 bytes to read from its start) and `out` has
-/// room for a reply's fixed-size copies.
+/// lines of `buf` while each is short (at most 64 bytes) and `out` has room for a
+/// reply's fixed-size copies (16 bytes of prefix, 64 of line). A line with 64 bytes of
+/// `buf` from its start is copied as exactly 64; the last lines of `buf` are copied as
+/// they are.
 ///
 /// Everything it needs is in a register: the two buffers, the two positions, the mask of
 /// line ends in the current block. No length or capacity is stored back per reply.
 #[inline]
 fn put_short_replies(
     out: &mut [u8],
-    mut at: usize,
-    prefix: &[u8; 16],
+    at: usize,
+    prefix: [u8; 16],
     prefix_len: usize,
     buf: &[u8],
 ) -> Done {
     let (mut used, mut answered) = (0, 0);
+    // The free room after the last reply, as a slice: its start moves on by each reply.
+    let total = out.len();
+    let mut free = out.get_mut(at..).unwrap_or_default();
     let mut base = 0;
-    while let Some(block) = buf.get(base..).and_then(|rest| rest.first_chunk::<BLOCK>()) {
-        let mut mask = newline_mask(block);
+    while base < buf.len() {
+        let mut mask = match buf[base..].first_chunk::<BLOCK>() {
+            Some(block) => newline_mask(block),
+            None => last_block(buf, base).1,
+        };
         while mask != 0 {
             let end = base + mask.trailing_zeros() as usize;
             let len = end + 1 - used;
-            let Some(room) = out
-                .get_mut(at..)
-                .and_then(|o| o.first_chunk_mut::<REPLY_COPY>())
-            else {
+            let Some(room) = free.first_chunk_mut::<REPLY_COPY>() else {
+                let at = total - free.len();
                 return Done {
                     used,
                     at,
@@ -313,30 +318,41 @@ fn put_short_replies(
                     out_of_room: true,
                 };
             };
-            let line = buf[used..].first_chunk::<LINE_COPY>();
-            let Some(line) = line.filter(|_| len <= LINE_COPY) else {
+            if len > LINE_COPY {
+                let at = total - free.len();
                 return Done {
                     used,
                     at,
                     answered,
                     out_of_room: false,
                 };
-            };
-            room[..16].copy_from_slice(prefix);
-            room[prefix_len..prefix_len + LINE_COPY].copy_from_slice(line);
-            at += prefix_len + len;
+            }
+            room[..16].copy_from_slice(&prefix);
+            match buf[used..].first_chunk::<LINE_COPY>() {
+                Some(line) => room[prefix_len..prefix_len + LINE_COPY].copy_from_slice(line),
+                None => copy_exact(&mut room[prefix_len..prefix_len + len], &buf[used..=end]),
+            }
+            free = &mut std::mem::take(&mut free)[prefix_len + len..];
             used = end + 1;
             answered += 1;
             mask &= mask - 1;
         }
         base += BLOCK;
     }
+    let at = total - free.len();
     Done {
         used,
         at,
         answered,
         out_of_room: false,
     }
+}
+
+/// A copy of a length known only at run time, kept out of line for the same reason as
+/// [`extend_exact`].
+#[inline(never)]
+fn copy_exact(to: &mut [u8], from: &[u8]) {
+    to.copy_from_slice(from);
 }
 
 /// Where [`put_short_replies`] stopped.
