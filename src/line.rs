@@ -244,10 +244,17 @@ pub fn push_replies(
     buf: &[u8],
     limit: usize,
 ) -> (usize, u64) {
-    if line_len(buf).is_none() {
+    let Some(first) = line_len(buf) else {
         return (0, 0); // A partial line: nothing to answer, nothing allocated.
+    };
+    if first == buf.len() {
+        // The read is one line: a person typing, a ping-pong client. Nothing to win
+        // from the loop's set-up here, so append the one reply.
+        push_reply(out, prefix.bytes, buf);
+        return (first, 1);
     }
     let (mut used, mut answered) = (0, 0);
+    let mut long_line = prefix.padded.is_none();
     if let Some(padded) = prefix.padded {
         let plen = prefix.bytes.len();
         let mut at = out.len();
@@ -262,12 +269,16 @@ pub fn push_replies(
             used += done.used;
             at = done.at;
             answered += done.answered;
+            long_line = done.long_line;
             if !done.out_of_room {
                 break;
             }
             room = 2 * (buf.len() - used);
         }
         out.truncate(at);
+    }
+    if !long_line {
+        return (used, answered); // What is left is a partial line.
     }
     // The lines the loop above left: from the first longer than 64 bytes on, or all of
     // them with a prefix longer than 16 bytes.
@@ -316,6 +327,7 @@ fn put_short_replies(
                     at,
                     answered,
                     out_of_room: true,
+                    long_line: false,
                 };
             };
             if len > LINE_COPY {
@@ -325,6 +337,7 @@ fn put_short_replies(
                     at,
                     answered,
                     out_of_room: false,
+                    long_line: true,
                 };
             }
             room[..16].copy_from_slice(&prefix);
@@ -345,6 +358,7 @@ fn put_short_replies(
         at,
         answered,
         out_of_room: false,
+        long_line: false,
     }
 }
 
@@ -363,8 +377,10 @@ struct Done {
     at: usize,
     /// Lines answered.
     answered: u64,
-    /// Stopped because `out` is full (not at a long line or the end of the blocks).
+    /// Stopped because `out` is full.
     out_of_room: bool,
+    /// Stopped at a line longer than 64 bytes.
+    long_line: bool,
 }
 
 /// The most [`push_replies`] writes for one reply: a 16-byte prefix and a 64-byte line.
