@@ -238,13 +238,16 @@ impl<'a> Prefix<'a> {
 /// assert_eq!(used, (9, 2));
 /// assert_eq!(out, b"xOK...hi\nOK...there\n");
 /// ```
+#[inline]
 pub fn push_replies(
     out: &mut Vec<u8>,
     prefix: &Prefix<'_>,
     buf: &[u8],
     limit: usize,
 ) -> (usize, u64) {
-    let Some(first) = line_len(buf) else {
+    // (The block scan, not `line_len`: on the short reads of a person typing, memchr's
+    // set-up costs more than the scan.)
+    let Some(first) = newlines(buf).next().map(|end| end + 1) else {
         return (0, 0); // A partial line: nothing to answer, nothing allocated.
     };
     if first == buf.len() {
@@ -254,17 +257,22 @@ pub fn push_replies(
         return (first, 1);
     }
     let (mut used, mut answered) = (0, 0);
-    let mut long_line = prefix.padded.is_none();
-    if let Some(padded) = prefix.padded {
+    // The fast loop is for short lines with a short prefix; a read that starts with a
+    // long line goes the plain way (memchr jumps over long lines, the loop would not).
+    let fast = prefix.padded.filter(|_| first <= LINE_COPY);
+    let mut long_line = fast.is_none();
+    if let Some(padded) = fast {
         let plen = prefix.bytes.len();
         let mut at = out.len();
-        // Room first for the replies to lines at least 4 times as long as the prefix (the
-        // zero-filling is the only per-byte cost the fast loop adds, so it is kept near
-        // what is written); when shorter lines fill it, twice what is left.
-        let mut room = buf.len() + buf.len() / 4;
+        // The room is zero-filled before the loop writes into it, the only per-byte cost
+        // the loop adds, so it is kept near what is written: the replies to lines at
+        // least 4 times as long as the prefix, in steps of at most 4 KiB (so a long line
+        // that stops the loop wastes little), plus what the fixed-size copies of one
+        // reply may write beyond its end.
         loop {
-            // Plus what the fixed-size copies of one reply may write beyond its end.
-            out.resize(at + room.min(limit) + REPLY_COPY, 0);
+            let rest = buf.len() - used;
+            let room = (rest + rest / 4).clamp(1, ROOM_STEP).min(limit);
+            out.resize(at + room + REPLY_COPY, 0);
             let done = put_short_replies(out, at, padded, plen, &buf[used..]);
             used += done.used;
             at = done.at;
@@ -273,7 +281,6 @@ pub fn push_replies(
             if !done.out_of_room {
                 break;
             }
-            room = 2 * (buf.len() - used);
         }
         out.truncate(at);
     }
@@ -317,6 +324,18 @@ fn put_short_replies(
             Some(block) => newline_mask(block),
             None => last_block(buf, base).1,
         };
+        if mask == 0 && buf.len() - base >= BLOCK {
+            // 64 bytes without a `\n`: the line that started at or before this block is
+            // longer than 64 bytes; the caller skips to its end with memchr.
+            let at = total - free.len();
+            return Done {
+                used,
+                at,
+                answered,
+                out_of_room: false,
+                long_line: true,
+            };
+        }
         while mask != 0 {
             let end = base + mask.trailing_zeros() as usize;
             let len = end + 1 - used;
@@ -382,6 +401,9 @@ struct Done {
     /// Stopped at a line longer than 64 bytes.
     long_line: bool,
 }
+
+/// The most room [`push_replies`] zero-fills at once.
+const ROOM_STEP: usize = 4096;
 
 /// The most [`push_replies`] writes for one reply: a 16-byte prefix and a 64-byte line.
 const REPLY_COPY: usize = 16 + LINE_COPY;
