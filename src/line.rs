@@ -277,8 +277,8 @@ pub fn push_replies(
             used += done.used;
             at = done.at;
             answered += done.answered;
-            long_line = done.long_line;
-            if !done.out_of_room {
+            long_line = done.stop == Stop::LongLine;
+            if done.stop != Stop::OutOfRoom {
                 break;
             }
         }
@@ -319,65 +319,46 @@ fn put_short_replies(
     let total = out.len();
     let mut free = out.get_mut(at..).unwrap_or_default();
     let mut base = 0;
-    while base < buf.len() {
-        let mut mask = match buf[base..].first_chunk::<BLOCK>() {
-            Some(block) => newline_mask(block),
-            None => last_block(buf, base).1,
-        };
-        if mask == 0 && buf.len() - base >= BLOCK {
-            // 64 bytes without a `\n`: the line that started at or before this block is
-            // longer than 64 bytes; the caller skips to its end with memchr.
-            let at = total - free.len();
-            return Done {
-                used,
-                at,
-                answered,
-                out_of_room: false,
-                long_line: true,
+    let stop = 'scan: {
+        while base < buf.len() {
+            let mut mask = match buf[base..].first_chunk::<BLOCK>() {
+                Some(block) => newline_mask(block),
+                None => last_block(buf, base).1,
             };
-        }
-        while mask != 0 {
-            let end = base + mask.trailing_zeros() as usize;
-            let len = end + 1 - used;
-            let Some(room) = free.first_chunk_mut::<REPLY_COPY>() else {
-                let at = total - free.len();
-                return Done {
-                    used,
-                    at,
-                    answered,
-                    out_of_room: true,
-                    long_line: false,
-                };
-            };
-            if len > LINE_COPY {
-                let at = total - free.len();
-                return Done {
-                    used,
-                    at,
-                    answered,
-                    out_of_room: false,
-                    long_line: true,
-                };
+            if mask == 0 && buf.len() - base >= BLOCK {
+                // 64 bytes without a `\n`: the line that started at or before this block
+                // is longer than 64 bytes; the caller skips to its end with memchr.
+                break 'scan Stop::LongLine;
             }
-            room[..16].copy_from_slice(&prefix);
-            match buf[used..].first_chunk::<LINE_COPY>() {
-                Some(line) => room[prefix_len..prefix_len + LINE_COPY].copy_from_slice(line),
-                None => copy_exact(&mut room[prefix_len..prefix_len + len], &buf[used..=end]),
+            while mask != 0 {
+                let end = base + mask.trailing_zeros() as usize;
+                let len = end + 1 - used;
+                let Some(room) = free.first_chunk_mut::<REPLY_COPY>() else {
+                    break 'scan Stop::OutOfRoom;
+                };
+                if len > LINE_COPY {
+                    break 'scan Stop::LongLine;
+                }
+                room[..16].copy_from_slice(&prefix);
+                match buf[used..].first_chunk::<LINE_COPY>() {
+                    Some(line) => room[prefix_len..prefix_len + LINE_COPY].copy_from_slice(line),
+                    None => copy_exact(&mut room[prefix_len..prefix_len + len], &buf[used..=end]),
+                }
+                free = &mut std::mem::take(&mut free)[prefix_len + len..];
+                used = end + 1;
+                answered += 1;
+                mask &= mask - 1;
             }
-            free = &mut std::mem::take(&mut free)[prefix_len + len..];
-            used = end + 1;
-            answered += 1;
-            mask &= mask - 1;
+            base += BLOCK;
         }
-        base += BLOCK;
-    }
+        Stop::End
+    };
     let at = total - free.len();
     Done {
         used,
         at,
         answered,
-        out_of_room: false,
-        long_line: false,
+        stop,
     }
 }
 
@@ -396,10 +377,19 @@ struct Done {
     at: usize,
     /// Lines answered.
     answered: u64,
-    /// Stopped because `out` is full.
-    out_of_room: bool,
-    /// Stopped at a line longer than 64 bytes.
-    long_line: bool,
+    /// Why it stopped.
+    stop: Stop,
+}
+
+/// Why [`put_short_replies`] stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// No complete line left.
+    End,
+    /// `out` is full.
+    OutOfRoom,
+    /// At a line longer than 64 bytes.
+    LongLine,
 }
 
 /// The most room [`push_replies`] zero-fills at once.
