@@ -223,13 +223,13 @@ impl<'a> Prefix<'a> {
 /// Appends to `out` the reply to every complete line of `buf` (the prefix, then the
 /// line with its `\n`), and returns how many bytes of `buf` those lines take and how many
 /// lines there were. The partial line at the end, if any, is left alone. `out` grows as
-/// needed, by about twice `buf` first but never more than `limit` at once.
+/// needed; the fast loop's room (below) grows by at most `limit` bytes at a time.
 ///
 /// This is the server's inner loop: one call per read, one iteration per line. The
 /// replies are written at a position held in a register rather than appended, so a
 /// reply costs two fixed-size copies and no length or capacity bookkeeping in memory:
-/// `out` is first lengthened (zero-filled, one `memset` per read) to hold the replies, then
-/// cut back to where they end.
+/// `out` is first lengthened (zero-filled: one `memset` per read of up to 4 KiB of
+/// replies) to hold the replies, then cut back to where they end.
 ///
 /// ```
 /// use echod::line::{push_replies, Prefix};
@@ -260,7 +260,8 @@ pub fn push_replies(
     // The fast loop is for short lines with a short prefix; a read that starts with a
     // long line goes the plain way (memchr jumps over long lines, the loop would not).
     let fast = prefix.padded.filter(|_| first <= LINE_COPY);
-    let mut long_line = fast.is_none();
+    // Whether lines are left for the plain way (the fast loop stopped at a long line).
+    let mut plain = fast.is_none();
     if let Some(padded) = fast {
         let plen = prefix.bytes.len();
         let mut at = out.len();
@@ -277,14 +278,14 @@ pub fn push_replies(
             used += done.used;
             at = done.at;
             answered += done.answered;
-            long_line = done.stop == Stop::LongLine;
+            plain = done.stop == Stop::LongLine;
             if done.stop != Stop::OutOfRoom {
                 break;
             }
         }
         out.truncate(at);
     }
-    if !long_line {
+    if !plain {
         return (used, answered); // What is left is a partial line.
     }
     // The lines the loop above left: from the first longer than 64 bytes on, or all of
