@@ -1,6 +1,6 @@
 //! Micro-benchmarks of the two pieces of echod that do per-byte and per-line work, with
-//! no network: the framer ([`echod::line`]) and the connection state machine
-//! ([`echod::conn::Connection`]). They catch a regression of the CPU per line without the
+//! no network: the framer ([`echod::protocol::line`]) and the connection state machine
+//! ([`echod::protocol::conn::Connection`]). They catch a regression of the CPU per line without the
 //! noise of sockets and a shared machine (`benches/compare/` measures the whole server).
 //!
 //! `cargo bench --bench framing` (all), `cargo bench --bench framing -- conn/` (a
@@ -21,8 +21,8 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use echod::conn::{Connection, Protocol, State};
-use echod::line;
+use echod::protocol::conn::{Connection, Rules, State};
+use echod::protocol::line;
 
 /// The reactor's read buffer size: the most one read hands to a connection.
 const READ_SIZE: usize = 64 * 1024;
@@ -73,7 +73,7 @@ fn framer(c: &mut Criterion) {
 }
 
 /// A connection past its banner, ready for lines.
-fn open_connection(p: &Protocol) -> Connection {
+fn open_connection(p: &Rules) -> Connection {
     let mut conn = Connection::new(p);
     let banner = conn.poll_output().len();
     conn.advance_output(p, banner);
@@ -84,7 +84,7 @@ fn open_connection(p: &Protocol) -> Connection {
 /// Feeds `reads` one after the other, each time taking all output as a socket that
 /// always has room would, with the reply buffer lent as the reactor lends it. Returns
 /// the reply bytes, so nothing is optimised away.
-fn feed(conn: &mut Connection, p: &Protocol, shared: &mut Vec<u8>, reads: &[&[u8]]) -> usize {
+fn feed(conn: &mut Connection, p: &Rules, shared: &mut Vec<u8>, reads: &[&[u8]]) -> usize {
     let mut sent = 0;
     for read in reads {
         conn.lend_output(shared);
@@ -109,10 +109,10 @@ fn connection(c: &mut Criterion) {
     group
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
-    let plain = Protocol::default();
-    let telnet = Protocol {
+    let plain = Rules::default();
+    let telnet = Rules {
         telnet: true,
-        ..Protocol::default()
+        ..Rules::default()
     };
 
     let one = lines(32, 1);
@@ -120,7 +120,7 @@ fn connection(c: &mut Criterion) {
     let full = lines(32, READ_SIZE / 32);
     let long = lines(4096, READ_SIZE / 4096);
     let (head, tail) = one.split_at(16);
-    let cases: [(&str, &Protocol, Vec<&[u8]>, u64); 6] = [
+    let cases: [(&str, &Rules, Vec<&[u8]>, u64); 6] = [
         ("pingpong/32B", &plain, vec![&one[..]], 1),
         ("batch64/32B", &plain, vec![&batch[..]], 64),
         (

@@ -8,27 +8,31 @@
 //!
 //! # Layout
 //!
-//! Pure modules (no sockets, no clock; tested byte by byte):
-//! - [`config`]: options and limits, with their defaults and reasons; argument parsing.
-//! - [`line`](mod@line): framing: where a line ends, what its reply is.
-//! - [`conn`]: one client's state machine: states, buffers, limits, backpressure.
-//! - [`telnet`]: the `--telnet` command filter.
-//! - [`proxy`]: the `--proxy-protocol` header parser (HAProxy v1 and v2).
-//! - [`timers`]: deadlines as a lazily re-armed heap (no wakeups while idle).
-//! - [`slots`]: the slab of connections, with removal deferred to the end of a batch.
-//! - [`stats`]: the counters.
+//! The folders are the architecture: what a file may touch is answered by its path.
 //!
-//! I/O modules:
-//! - [`server`]: the reactor, the only server module that touches sockets.
-//! - [`alarm`]: the loop's alarm clock, a timerfd set to the next deadline.
-//! - [`net`]: listener set-up and error predicates.
-//! - [`client`]: `echoc`'s one-shot, interactive and load modes, in the same style.
+//! - [`protocol`] (`src/protocol/`): the socket-free core. No sockets, no clock; tested
+//!   byte by byte.
+//!   - [`protocol::line`]: framing: where a line ends, what its reply is.
+//!   - [`protocol::conn`]: one client's state machine: states, buffers, limits.
+//!   - [`protocol::telnet`]: the `--telnet` command filter.
+//!   - [`protocol::proxy`]: the `--proxy-protocol` header parser (HAProxy v1 and v2).
+//! - [`reactor`] (`src/reactor/`): the server's I/O: the one `mio` loop and what it owns.
+//!   - [`reactor::server`]: the loop: listeners, connections, signals, deadlines.
+//!   - [`reactor::listen`], [`reactor::alarm`], [`reactor::timers`], [`reactor::slots`],
+//!     [`reactor::stats`]: what the loop leans on.
+//! - [`client`] (`src/client/`): `echoc`'s one-shot, interactive and load modes, in the
+//!   same readiness style.
+//! - [`config`]: options and limits, with their defaults and reasons; argument parsing.
+//! - [`io_errors`]: the `io::Error` questions both ends ask (`would_block`, …).
 //!
 //! # Reading order
 //!
-//! 1. [`line`](mod@line), then [`conn`]: what the server says to one client, with no network.
-//! 2. [`server`]: how one loop drives thousands of those state machines from readiness
-//!    events; then [`slots`] and [`timers`], which it leans on.
+//! 0. `examples/step0.rs`: the smallest correct edge-triggered echo server (mio + slab,
+//!    banner and `OK...`, nothing else). Run it with `cargo run --example step0`.
+//! 1. [`protocol::line`], then [`protocol::conn`]: what the server says to one client,
+//!    with no network.
+//! 2. [`reactor::server`]: how one loop drives thousands of those state machines from
+//!    readiness events; then [`reactor::slots`] and [`reactor::timers`], which it leans on.
 //! 3. [`client`]: the same ideas from the other end of the socket.
 //!
 //! # Driving a connection by hand
@@ -37,9 +41,9 @@
 //! protocol work:
 //!
 //! ```
-//! use echod::conn::{Connection, Protocol};
+//! use echod::protocol::conn::{Connection, Rules};
 //!
-//! let p = Protocol::default();
+//! let p = Rules::default();
 //! let mut conn = Connection::new(&p);
 //! conn.handle_input(&p, b"hello\nwor");     // one and a half lines arrive
 //! conn.handle_input(&p, b"ld\n");           // the rest of the second
@@ -50,15 +54,8 @@
 //! ```
 #![deny(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
-pub mod alarm;
 pub mod client;
 pub mod config;
-pub mod conn;
-pub mod line;
-pub mod net;
-pub mod proxy;
-pub mod server;
-pub mod slots;
-pub mod stats;
-pub mod telnet;
-pub mod timers;
+pub mod io_errors;
+pub mod protocol;
+pub mod reactor;

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use echod::config::Mode;
-use echod::conn::{Connection, Protocol, State};
+use echod::protocol::conn::{Connection, Rules, State};
 
 /// The documents whose links we check.
 const DOCS: [&str; 2] = ["docs/TUTORIAL.md", "docs/ARCHITECTURE.md"];
@@ -363,7 +363,7 @@ fn relative_links_resolve() {
 
 /// The variants of `pub enum State { … }` in src/conn.rs, read from the source.
 fn state_variants() -> BTreeSet<String> {
-    let source = read("src/conn.rs");
+    let source = read("src/protocol/conn.rs");
     let start = source
         .find("pub enum State {")
         .expect("src/conn.rs declares `pub enum State {`");
@@ -428,11 +428,11 @@ struct TransitionLog(Mutex<BTreeSet<(String, String)>>);
 
 impl log::Log for TransitionLog {
     fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
-        metadata.target() == "echod::conn"
+        metadata.target() == "echod::protocol::conn"
     }
 
     fn log(&self, record: &log::Record<'_>) {
-        if record.target() != "echod::conn" {
+        if record.target() != "echod::protocol::conn" {
             return;
         }
         let message = record.args().to_string();
@@ -483,7 +483,7 @@ const STEPS: [Step; 14] = [
     Step::SendOne,
 ];
 
-fn apply(c: &mut Connection, p: &Protocol, step: Step) {
+fn apply(c: &mut Connection, p: &Rules, step: Step) {
     match step {
         Step::Input(bytes) => c.handle_input(p, bytes),
         Step::ReadClosed => c.handle_read_closed(p),
@@ -505,7 +505,7 @@ fn apply(c: &mut Connection, p: &Protocol, step: Step) {
 
 /// Runs every sequence of up to `depth` steps from a new connection. Sequences go on
 /// after `Closed` too: the state machine must stay there (it asserts so in debug builds).
-fn explore(p: &Protocol, depth: usize, prefix: &mut Vec<Step>) {
+fn explore(p: &Rules, depth: usize, prefix: &mut Vec<Step>) {
     if prefix.len() == depth {
         return;
     }
@@ -526,24 +526,24 @@ fn explore(p: &Protocol, depth: usize, prefix: &mut Vec<Step>) {
 fn state_diagram_arrows_are_the_transitions_the_code_makes() {
     log::set_logger(&TRANSITIONS).expect("no other logger in this test binary");
     log::set_max_level(log::LevelFilter::Trace);
-    let small = Protocol {
+    let small = Rules {
         max_line: 8,
         max_pending: 16,
-        ..Protocol::default()
+        ..Rules::default()
     };
     let protocols = [
         small.clone(),
-        Protocol {
+        Rules {
             proxy_protocol: true,
             ..small.clone()
         },
-        Protocol {
+        Rules {
             mode: Mode::Raw,
             banner: Vec::new(),
             prefix: Vec::new(),
             ..small.clone()
         },
-        Protocol {
+        Rules {
             telnet: true,
             ..small.clone()
         },

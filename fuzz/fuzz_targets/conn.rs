@@ -10,7 +10,7 @@
 #![no_main]
 
 use echod::config::{Config, Mode};
-use echod::conn::{Connection, Protocol, State, ERR_LINE_TOO_LONG};
+use echod::protocol::conn::{Connection, Rules, State, ERR_LINE_TOO_LONG};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -21,7 +21,7 @@ fuzz_target!(|data: &[u8]| {
     let mode = if head[0] & 1 == 1 { Mode::Raw } else { Mode::Line };
     let telnet = mode == Mode::Line && head[0] & 2 == 2;
     let eof = head[0] & 4 == 4;
-    let p = Protocol::from_config(&Config {
+    let p = Rules::from_config(&Config {
         mode,
         telnet,
         max_line: 1 + usize::from(head[1] % 64),
@@ -32,7 +32,7 @@ fuzz_target!(|data: &[u8]| {
     let mut c = Connection::new(&p);
     let mut got = Vec::new();
     let (mut fed, mut step) = (0usize, 0usize);
-    let bound = |p: &Protocol| p.max_pending.max(p.prefix.len() + p.max_line + 1) + ERR_LINE_TOO_LONG.len() + p.banner.len();
+    let bound = |p: &Rules| p.max_pending.max(p.prefix.len() + p.max_line + 1) + ERR_LINE_TOO_LONG.len() + p.banner.len();
     let mut answers_allowance = 0;
     // Like the reactor, lend a shared reply buffer for some visits (the seed decides).
     let mut shared = Vec::new();
@@ -84,7 +84,7 @@ fuzz_target!(|data: &[u8]| {
 });
 
 /// The protocol's answer to `input`, computed the simple way: in one piece.
-fn expected(p: &Protocol, input: &[u8], eof: bool) -> Vec<u8> {
+fn expected(p: &Rules, input: &[u8], eof: bool) -> Vec<u8> {
     let mut want = p.banner.clone();
     if p.mode == Mode::Raw {
         want.extend_from_slice(input);

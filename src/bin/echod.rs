@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use echod::config::{self, Command, Config};
-use echod::server::Server;
+use echod::reactor::server::Server;
 use log::{error, info, LevelFilter};
 
 fn main() -> ExitCode {

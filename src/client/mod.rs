@@ -17,9 +17,9 @@
 //! command line. Every failure is one line on stderr, starting `echoc: `.
 
 pub mod cli;
+pub mod connect;
 pub mod escape;
 pub mod load;
-pub mod net;
 pub mod session;
 pub mod stdin;
 

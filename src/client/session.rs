@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use mio::net::TcpStream;
 use mio::{Events, Poll, Token};
 
-use super::net::{self, describe, interrupted, would_block, Narrator};
+use super::connect::{self, describe, interrupted, would_block, Narrator};
 use super::stdin::{Stdin, StdinRead};
 use super::Fatal;
 
@@ -90,7 +90,7 @@ pub fn run(opts: &SessionOptions) -> Result<(), Fatal> {
     let narrator = Narrator {
         verbose: opts.verbose,
     };
-    let addrs = net::resolve(&opts.host, opts.port)?;
+    let addrs = connect::resolve(&opts.host, opts.port)?;
     let list: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
     narrator.say(format_args!(
         "resolved {} to {}",
@@ -99,7 +99,7 @@ pub fn run(opts: &SessionOptions) -> Result<(), Fatal> {
     ));
 
     let mut poll = Poll::new().map_err(|e| Fatal(format!("poll: {}", describe(&e))))?;
-    let stream = net::connect_any(&mut poll, SOCKET, &addrs, opts.connect_timeout, narrator)?;
+    let stream = connect::connect_any(&mut poll, SOCKET, &addrs, opts.connect_timeout, narrator)?;
     let peer = stream.peer_addr().unwrap_or(addrs[0]);
     let (input, pending) = match &opts.send {
         Some(text) => (Input::Text, text.clone()),

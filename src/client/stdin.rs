@@ -44,7 +44,7 @@ use std::os::fd::{AsFd, AsRawFd};
 use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
 
-use super::net::{interrupted, would_block};
+use super::connect::{interrupted, would_block};
 
 /// How we learn that stdin has data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use mio::net::TcpStream;
 
 use super::checker::{Fed, Mismatch, ReplyChecker};
-use crate::client::net::{interrupted, would_block};
+use crate::client::connect::{interrupted, would_block};
 
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -42,8 +42,8 @@ use self::conn::{Conn, End, Phase};
 use self::pace::TokenBucket;
 use self::report::{ErrorKind, Progress, Setup, Stats, Summary};
 use self::source::SourceRange;
+use super::connect::{self, connect_outcome, describe, interrupted, out_of_fds};
 use super::escape::escape;
-use super::net::{self, connect_outcome, describe, interrupted, out_of_fds};
 use super::Fatal;
 
 /// At most this many handshakes in flight: a burst of thousands of SYNs would
@@ -111,7 +111,7 @@ impl Default for LoadOptions {
 /// the run from starting (the target does not resolve, ...); everything that
 /// goes wrong on connections is counted in the summary instead.
 pub fn run(opts: &LoadOptions) -> Result<Summary, Fatal> {
-    let addr = net::resolve_target(&opts.target)?;
+    let addr = connect::resolve_target(&opts.target)?;
     if let Some(source) = &opts.source {
         if source.is_ipv4() != addr.is_ipv4() {
             return Err(Fatal(format!(
@@ -288,7 +288,7 @@ impl<'o> Generator<'o> {
         let id = self.next_id;
         self.next_id += 1;
         let source = self.opts.source.map(|range| range.nth(id));
-        let mut stream = match net::start_connect(self.addr, source) {
+        let mut stream = match connect::start_connect(self.addr, source) {
             Ok(stream) => stream,
             Err(e) => return self.connect_failed_at_once(id, &e),
         };

@@ -5,12 +5,12 @@ use proptest::prelude::*;
 
 const BANNER: &[u8] = b"Welcome to the server. Type something and hit enter\n";
 
-fn proto() -> Protocol {
-    Protocol::default()
+fn proto() -> Rules {
+    Rules::default()
 }
 
-fn small(max_line: usize, max_pending: usize) -> Protocol {
-    Protocol {
+fn small(max_line: usize, max_pending: usize) -> Rules {
+    Rules {
         max_line,
         max_pending,
         ..proto()
@@ -18,7 +18,7 @@ fn small(max_line: usize, max_pending: usize) -> Protocol {
 }
 
 /// Takes everything the connection wants to send, as a client that always reads would.
-fn drain(p: &Protocol, c: &mut Connection) -> Vec<u8> {
+fn drain(p: &Rules, c: &mut Connection) -> Vec<u8> {
     let mut got = Vec::new();
     loop {
         let out = c.poll_output();
@@ -32,7 +32,7 @@ fn drain(p: &Protocol, c: &mut Connection) -> Vec<u8> {
 }
 
 /// Feeds `chunks` one by one (draining after each), then EOF if asked; returns all output.
-fn run(p: &Protocol, chunks: &[&[u8]], eof: bool) -> (Vec<u8>, Connection) {
+fn run(p: &Rules, chunks: &[&[u8]], eof: bool) -> (Vec<u8>, Connection) {
     let mut c = Connection::new(p);
     let mut got = drain(p, &mut c);
     for chunk in chunks {
@@ -48,7 +48,7 @@ fn run(p: &Protocol, chunks: &[&[u8]], eof: bool) -> (Vec<u8>, Connection) {
 
 /// What the protocol says the output must be for `input` in line mode: a reply per line,
 /// and at the first line over `max_line` (complete or not) the error, and nothing after.
-fn expected(p: &Protocol, input: &[u8], eof: bool) -> Vec<u8> {
+fn expected(p: &Rules, input: &[u8], eof: bool) -> Vec<u8> {
     let mut want = p.banner.clone();
     let mut rest = input;
     while let Some(len) = line::line_len(rest) {
@@ -95,7 +95,7 @@ mod open {
 
     #[test]
     fn no_banner_when_it_is_empty() {
-        let p = Protocol {
+        let p = Rules {
             banner: Vec::new(),
             ..proto()
         };
@@ -195,7 +195,7 @@ mod backpressure {
     /// and nothing is lost once it reads again.
     #[test]
     fn reads_stop_at_the_limit_and_resume_below_it() {
-        let p = Protocol {
+        let p = Rules {
             banner: Vec::new(),
             ..small(64, 32)
         };
@@ -244,7 +244,7 @@ mod backpressure {
 
     #[test]
     fn eof_with_a_backlog_answers_everything_then_closes() {
-        let p = Protocol {
+        let p = Rules {
             banner: Vec::new(),
             ..small(64, 8)
         };
@@ -346,8 +346,8 @@ mod timeouts {
 mod raw {
     use super::*;
 
-    fn raw(max_pending: usize) -> Protocol {
-        Protocol::from_config(&Config {
+    fn raw(max_pending: usize) -> Rules {
+        Rules::from_config(&Config {
             mode: Mode::Raw,
             banner: Vec::new(),
             max_pending,
@@ -378,15 +378,15 @@ mod raw {
 mod telnet_mode {
     use super::*;
 
-    fn telnet() -> Protocol {
-        Protocol::from_config(&Config {
+    fn telnet() -> Rules {
+        Rules::from_config(&Config {
             telnet: true,
             banner: Vec::new(),
             ..Config::default()
         })
     }
 
-    fn all_splits_give(p: &Protocol, input: &[u8], want: &[u8]) {
+    fn all_splits_give(p: &Rules, input: &[u8], want: &[u8]) {
         for i in 0..=input.len() {
             let (a, b) = input.split_at(i);
             assert_eq!(run(p, &[a, b], false).0, want, "{input:?} split at {i}");
@@ -410,7 +410,7 @@ mod telnet_mode {
 
     #[test]
     fn ctrl_c_keeps_complete_lines_queued_behind_backpressure() {
-        let p = Protocol {
+        let p = Rules {
             max_pending: 4,
             ..telnet()
         };
@@ -436,8 +436,8 @@ mod telnet_mode {
 mod proxy_header {
     use super::*;
 
-    fn proxied() -> Protocol {
-        Protocol {
+    fn proxied() -> Rules {
+        Rules {
             proxy_protocol: true,
             ..proto()
         }

@@ -5,7 +5,7 @@
 //! `hi\r\n` becomes `OK...hi\r\n`. Bytes are opaque: NUL, 0xFF and invalid UTF-8 pass through.
 //!
 //! The per-connection bookkeeping (partial lines, limits, backpressure) lives in
-//! [`crate::conn`]; this module only answers "where does the next line end?" and "what
+//! [`crate::protocol::conn`]; this module only answers "where does the next line end?" and "what
 //! are the reply bytes?".
 
 use wide::u8x16;
@@ -21,7 +21,7 @@ pub const NEWLINE: u8 = b'\n';
 /// lines.
 ///
 /// ```
-/// use echod::line::line_len;
+/// use echod::protocol::line::line_len;
 /// assert_eq!(line_len(b"hi\r\nthere"), Some(4));
 /// assert_eq!(line_len(b"no newline yet"), None);
 /// ```
@@ -33,7 +33,7 @@ pub fn line_len(buf: &[u8]) -> Option<usize> {
 /// of one search call per line.
 ///
 /// ```
-/// let ends: Vec<usize> = echod::line::newlines(b"a\nbc\nd").collect();
+/// let ends: Vec<usize> = echod::protocol::line::newlines(b"a\nbc\nd").collect();
 /// assert_eq!(ends, [1, 4]);
 /// ```
 pub fn newlines(buf: &[u8]) -> Newlines<'_> {
@@ -203,7 +203,7 @@ impl<'a> Prefix<'a> {
     ///
     /// ```
     /// let mut out = b"x".to_vec();
-    /// echod::line::Prefix::new(b"OK...").push(&mut out);
+    /// echod::protocol::line::Prefix::new(b"OK...").push(&mut out);
     /// assert_eq!(out, b"xOK...");
     /// ```
     #[inline]
@@ -231,7 +231,7 @@ impl<'a> Prefix<'a> {
 /// replies) to hold the replies, then cut back to where they end.
 ///
 /// ```
-/// use echod::line::{push_replies, Prefix};
+/// use echod::protocol::line::{push_replies, Prefix};
 /// let mut out = b"x".to_vec();
 /// let used = push_replies(&mut out, &Prefix::new(b"OK..."), b"hi\nthere\npart", 1 << 16);
 /// assert_eq!(used, (9, 2));
@@ -411,7 +411,7 @@ const LINE_COPY: usize = 64;
 /// ```
 /// let input = [b"hi\n".as_slice(), &[b'x'; 64]].concat();
 /// let mut out = Vec::new();
-/// echod::line::push_line(&mut out, &input, 3);
+/// echod::protocol::line::push_line(&mut out, &input, 3);
 /// assert_eq!(out, b"hi\n");
 /// ```
 #[inline]
@@ -437,7 +437,7 @@ fn extend_exact(out: &mut Vec<u8>, bytes: &[u8]) {
 ///
 /// ```
 /// let mut out = Vec::new();
-/// echod::line::push_reply(&mut out, b"OK...", b"hi\n");
+/// echod::protocol::line::push_reply(&mut out, b"OK...", b"hi\n");
 /// assert_eq!(out, b"OK...hi\n");
 /// ```
 pub fn push_reply(out: &mut Vec<u8>, prefix: &[u8], line: &[u8]) {

@@ -1,37 +1,9 @@
-//! Small socket helpers: building listeners, and naming the errors the loop meets.
-//!
-//! Every `io::Error` arm in the reactor reads like prose thanks to these predicates
-//! (the idea comes from mio's own `tcp_server` example).
+//! Listening sockets: built with a real `listen()` backlog, or inherited from systemd.
 
 use std::io;
 use std::net::SocketAddr;
 
 use socket2::{Domain, Protocol, Socket, Type};
-
-/// The operation would block: the readiness we acted on is used up. With edge-triggered
-/// polling this is the *only* signal that we may stop and wait for the next event.
-pub fn would_block(err: &io::Error) -> bool {
-    err.kind() == io::ErrorKind::WouldBlock
-}
-
-/// A signal arrived during a system call: just try again.
-pub fn interrupted(err: &io::Error) -> bool {
-    err.kind() == io::ErrorKind::Interrupted
-}
-
-/// The process (EMFILE) or the whole system (ENFILE) has no file descriptor left.
-pub fn out_of_fds(err: &io::Error) -> bool {
-    matches!(err.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
-}
-
-/// `accept` failed for that one connection only (it was reset or aborted while it
-/// waited in the queue, or the kernel ran short of buffers); the next one may succeed.
-pub fn accept_transient(err: &io::Error) -> bool {
-    matches!(
-        err.raw_os_error(),
-        Some(libc::ECONNABORTED | libc::EPROTO | libc::ENOBUFS | libc::ENOMEM | libc::EPERM)
-    ) || err.kind() == io::ErrorKind::ConnectionReset
-}
 
 /// Opens a non-blocking listening socket on `addr` with a real `listen(backlog)`.
 ///
@@ -95,18 +67,6 @@ pub fn inherited_listeners() -> io::Result<Vec<mio::net::TcpListener>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn predicates_name_the_right_errors() {
-        assert!(would_block(&io::ErrorKind::WouldBlock.into()));
-        assert!(interrupted(&io::ErrorKind::Interrupted.into()));
-        assert!(out_of_fds(&io::Error::from_raw_os_error(libc::EMFILE)));
-        assert!(out_of_fds(&io::Error::from_raw_os_error(libc::ENFILE)));
-        assert!(!out_of_fds(&io::ErrorKind::WouldBlock.into()));
-        assert!(accept_transient(&io::Error::from_raw_os_error(
-            libc::ECONNABORTED
-        )));
-    }
 
     #[test]
     fn ipv4_and_ipv6_wildcards_bind_side_by_side() {

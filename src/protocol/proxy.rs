@@ -58,7 +58,7 @@
 //!   IPv6, as written.
 //!
 //! ```
-//! use echod::proxy::{parse, Parse, Source};
+//! use echod::protocol::proxy::{parse, Parse, Source};
 //! let buf = b"PROXY TCP4 192.0.2.1 198.51.100.7 56324 8888\r\nhello\n";
 //! let Parse::Done { source: Source::Tcp { client, .. }, len } = parse(buf) else {
 //!     panic!("a valid header")

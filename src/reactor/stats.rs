@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::conn::CloseReason;
+use crate::protocol::conn::CloseReason;
 
 /// What the server has done since it started. Plain integers: the loop is the only
 /// writer and the only reader, so no atomics are needed.

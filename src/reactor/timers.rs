@@ -1,7 +1,7 @@
 //! Deadlines owned by the loop: which connection times out next, and when.
 //!
 //! We keep one min-heap of `(deadline, key, serial)`, ordered by deadline. The loop's
-//! alarm ([`crate::alarm`]) is set to the earliest deadline, so with nothing due the
+//! alarm ([`crate::reactor::alarm`]) is set to the earliest deadline, so with nothing due the
 //! process sleeps: no ticks, no wakeups while idle.
 //!
 //! Why a heap and not a hashed timing wheel: a wheel wakes up every tick to turn, even

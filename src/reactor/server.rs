@@ -9,7 +9,7 @@
 //!   and hand the bytes to its [`Connection`] state machine;
 //! - a connection has output: write it until `WouldBlock` or until it is all sent;
 //! - the **signal** pipe is readable: start the drain, log the counters, …;
-//! - the **alarm** rang (a timerfd, see [`crate::alarm`]): a deadline is due.
+//! - the **alarm** rang (a timerfd, see [`crate::reactor::alarm`]): a deadline is due.
 //!
 //! Each connection is registered once, for READABLE and WRITABLE, edge-triggered: the kernel
 //! reports a change of readiness once, and it is our job to use it up. That costs no
@@ -19,7 +19,7 @@
 //! We remember that in `Entry::can_read` and come back to the connection ourselves.
 //!
 //! Connections close in exactly one place, `Server::reap`, at the end of an event batch
-//! (see [`crate::slots`] for why not earlier).
+//! (see [`crate::reactor::slots`] for why not earlier).
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
@@ -31,14 +31,15 @@ use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook_mio::v1_0::Signals;
 
-use crate::alarm::Alarm;
 use crate::config::Config;
-use crate::conn::{CloseReason, Connection, Protocol, State, ERR_SERVER_BUSY};
-use crate::net::{self, accept_transient, interrupted, out_of_fds, would_block};
-use crate::proxy::Source;
-use crate::slots::Slots;
-use crate::stats::Stats;
-use crate::timers::{Clock, Tick, Timers};
+use crate::io_errors::{accept_transient, interrupted, out_of_fds, would_block};
+use crate::protocol::conn::{CloseReason, Connection, Rules, State, ERR_SERVER_BUSY};
+use crate::protocol::proxy::Source;
+use crate::reactor::alarm::Alarm;
+use crate::reactor::listen;
+use crate::reactor::slots::Slots;
+use crate::reactor::stats::Stats;
+use crate::reactor::timers::{Clock, Tick, Timers};
 
 /// The signal source's token (signal-hook-mio's self-pipe, a Unix socket pair).
 /// Connection tokens are slab keys, counted up from 0, so the top of the token space is
@@ -130,7 +131,7 @@ pub struct Server {
     /// Every connection, by token.
     conns: Slots<Entry>,
     /// The rules all connections share.
-    protocol: Protocol,
+    rules: Rules,
     /// Clients served at once (after clamping to the fd limit).
     max_connections: usize,
     /// `--idle-timeout`.
@@ -190,11 +191,11 @@ impl Server {
     /// An error names the address that failed, for the operator.
     pub fn bind(config: &Config) -> io::Result<Server> {
         let poll = Poll::new()?;
-        let mut listeners = net::inherited_listeners()?;
+        let mut listeners = listen::inherited_listeners()?;
         if listeners.is_empty() {
             for &addr in &config.listen {
                 let listener =
-                    net::listen(addr, config.backlog, config.reuse_port).map_err(|e| {
+                    listen::listen(addr, config.backlog, config.reuse_port).map_err(|e| {
                         io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
                     })?;
                 listeners.push(listener);
@@ -218,7 +219,7 @@ impl Server {
             listeners,
             signals,
             conns: Slots::new(),
-            protocol: Protocol::from_config(config),
+            rules: Rules::from_config(config),
             max_connections: clamp_to_fd_limit(config.max_connections),
             idle_timeout: config.idle_timeout,
             drain_timeout: config.drain_timeout,
@@ -356,7 +357,7 @@ impl Server {
         entry.conn.lend_output(&mut self.replies);
         let more = pump(
             entry,
-            &self.protocol,
+            &self.rules,
             &mut self.scratch,
             &mut self.stats,
             idle_deadline,
@@ -525,7 +526,7 @@ impl Server {
             warn!("cannot register {peer}: {e}");
             return;
         }
-        if self.protocol.proxy_protocol {
+        if self.rules.proxy_protocol {
             debug!("accepted {peer}; waiting for its PROXY header");
         } else {
             info!("Connected with {peer}");
@@ -535,14 +536,14 @@ impl Server {
         self.next_serial += 1;
         let entry = Entry {
             stream,
-            conn: Connection::new(&self.protocol),
+            conn: Connection::new(&self.rules),
             can_read: false,
             fin_reported: false,
             can_write: true,
             queued: false,
             write_shut: false,
             serial: self.next_serial,
-            deadline: if self.protocol.proxy_protocol {
+            deadline: if self.rules.proxy_protocol {
                 self.tick.after(PROXY_HEADER_TIMEOUT)
             } else {
                 self.idle_deadline()
@@ -688,7 +689,7 @@ impl Server {
 /// out with data still waiting (the caller must come back: no event will).
 fn pump(
     entry: &mut Entry,
-    p: &Protocol,
+    p: &Rules,
     scratch: &mut [u8],
     stats: &mut Stats,
     idle_deadline: Tick,
@@ -739,7 +740,7 @@ fn log_proxied_client(entry: &mut Entry, source: Source) {
 /// new edge, so then we keep reading until we see the EOF (a read of 0).
 fn read_some(
     entry: &mut Entry,
-    p: &Protocol,
+    p: &Rules,
     scratch: &mut [u8],
     stats: &mut Stats,
     idle_deadline: Tick,
@@ -769,7 +770,7 @@ fn read_some(
 }
 
 /// Writes pending output until it is all sent or the socket is full.
-fn write_all(entry: &mut Entry, p: &Protocol, stats: &mut Stats, idle_deadline: Tick) {
+fn write_all(entry: &mut Entry, p: &Rules, stats: &mut Stats, idle_deadline: Tick) {
     while entry.can_write {
         let out = entry.conn.poll_output();
         if out.is_empty() {
@@ -799,7 +800,7 @@ fn write_all(entry: &mut Entry, p: &Protocol, stats: &mut Stats, idle_deadline: 
 }
 
 /// Activity: pushes the idle deadline back. Just a field write; the timer heap is only
-/// touched when the old deadline comes due (see [`crate::timers`]). A lingering
+/// touched when the old deadline comes due (see [`crate::reactor::timers`]). A lingering
 /// connection keeps its short linger deadline whatever it sends, and so does one that
 /// has not finished its PROXY header.
 fn touch(entry: &mut Entry, idle_deadline: Tick) {
@@ -852,7 +853,7 @@ mod tests {
     #[test]
     fn an_idle_connection_costs_a_few_hundred_bytes() {
         let entry = std::mem::size_of::<Entry>();
-        let timer = std::mem::size_of::<crate::timers::Timer>();
+        let timer = std::mem::size_of::<crate::reactor::timers::Timer>();
         eprintln!(
             "Entry {entry} B, Connection {} B, timer {timer} B",
             std::mem::size_of::<Connection>()

@@ -1,7 +1,7 @@
 //! One client's state machine: bytes in, reply bytes and decisions out. No sockets here.
 //!
 //! A [`Connection`] never touches the network and never reads a clock. The reactor
-//! ([`crate::server`]) feeds it what a socket delivered ([`Connection::handle_input`],
+//! ([`crate::reactor::server`]) feeds it what a socket delivered ([`Connection::handle_input`],
 //! [`Connection::handle_read_closed`]), asks what to send ([`Connection::poll_output`]),
 //! tells it how much the socket took ([`Connection::advance_output`]), and asks whether it
 //! may read more ([`Connection::wants_read`]) or should close ([`Connection::is_closed`]).
@@ -13,11 +13,11 @@
 //! We keep two buffers, both empty (and unallocated) while there is nothing in them, so
 //! that an idle connection costs only the size of this struct:
 //! - `input`: bytes received but not yet answered. Normally just a partial line, at most
-//!   [`Protocol::max_line`] bytes. When replies cannot be queued (the client is not reading)
+//!   [`Rules::max_line`] bytes. When replies cannot be queued (the client is not reading)
 //!   it also holds the complete lines still waiting for room: the *backlog*. We stop reading
 //!   while there is a backlog, so it is at most one read's worth.
 //! - `output`: reply bytes the socket has not taken yet. A reply is queued only while
-//!   `output` is empty or the reply fits under [`Protocol::max_pending`], so `output` never
+//!   `output` is empty or the reply fits under [`Rules::max_pending`], so `output` never
 //!   exceeds `max(max_pending, one reply)`.
 //!
 //! Replies are usually written to the socket at once, so most batches of replies would
@@ -43,9 +43,9 @@
 use std::fmt;
 
 use crate::config::{Config, Mode};
-use crate::line;
-use crate::proxy;
-use crate::telnet;
+use crate::protocol::line;
+use crate::protocol::proxy;
+use crate::protocol::telnet;
 
 /// The message sent before closing a client whose line exceeds `--max-line`.
 pub const ERR_LINE_TOO_LONG: &[u8] = b"ERR line too long\n";
@@ -62,7 +62,7 @@ pub const ERR_BAD_PROXY_HEADER: &[u8] = b"ERR bad proxy header\n";
 /// the banner are the same for all clients, and per-connection memory is what limits
 /// how many clients one process can hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Protocol {
+pub struct Rules {
     /// Line protocol or plain echo.
     pub mode: Mode,
     /// Sent once when the connection opens (already telnet-escaped in telnet mode).
@@ -79,9 +79,9 @@ pub struct Protocol {
     pub proxy_protocol: bool,
 }
 
-impl Protocol {
+impl Rules {
     /// The rules described by a [`Config`].
-    pub fn from_config(config: &Config) -> Protocol {
+    pub fn from_config(config: &Config) -> Rules {
         let escape = |bytes: &[u8]| {
             if config.telnet {
                 let mut escaped = Vec::with_capacity(bytes.len());
@@ -92,7 +92,7 @@ impl Protocol {
             }
         };
         let is_line = config.mode == Mode::Line;
-        Protocol {
+        Rules {
             mode: config.mode,
             banner: if is_line {
                 escape(&config.banner)
@@ -112,9 +112,9 @@ impl Protocol {
     }
 }
 
-impl Default for Protocol {
-    fn default() -> Protocol {
-        Protocol::from_config(&Config::default())
+impl Default for Rules {
+    fn default() -> Rules {
+        Rules::from_config(&Config::default())
     }
 }
 
@@ -220,7 +220,7 @@ pub struct Connection {
 
 impl Connection {
     /// A new connection with its banner queued.
-    pub fn new(p: &Protocol) -> Connection {
+    pub fn new(p: &Rules) -> Connection {
         let (state, output) = if p.proxy_protocol {
             // The banner waits until the proxy has told us who the client is.
             (State::ProxyHeader, Vec::new())
@@ -273,7 +273,7 @@ impl Connection {
     /// (backpressure) and once input has ended. Reading resumes when
     /// [`Connection::advance_output`] makes room: the reactor must then read on its own,
     /// since an edge-triggered poll will not report data that was already there.
-    pub fn wants_read(&self, p: &Protocol) -> bool {
+    pub fn wants_read(&self, p: &Rules) -> bool {
         match self.state {
             State::Open => !self.backlog && self.pending() < p.max_pending,
             State::ProxyHeader | State::Lingering => true,
@@ -298,7 +298,7 @@ impl Connection {
 
     /// Records that the socket took `n` bytes of [`Connection::poll_output`]. Freed room
     /// lets backlogged lines be answered, so more output may appear.
-    pub fn advance_output(&mut self, p: &Protocol, n: usize) {
+    pub fn advance_output(&mut self, p: &Rules, n: usize) {
         debug_assert!(n <= self.pending());
         self.sent += n;
         if self.sent == self.output.len() {
@@ -346,7 +346,7 @@ impl Connection {
     }
 
     /// Feeds bytes the socket delivered.
-    pub fn handle_input(&mut self, p: &Protocol, data: &[u8]) {
+    pub fn handle_input(&mut self, p: &Rules, data: &[u8]) {
         match self.state {
             State::Open => {}
             State::ProxyHeader => return self.handle_proxy_header(p, data),
@@ -371,7 +371,7 @@ impl Connection {
     }
 
     /// The client's FIN arrived (a read returned 0).
-    pub fn handle_read_closed(&mut self, p: &Protocol) {
+    pub fn handle_read_closed(&mut self, p: &Rules) {
         self.peer_eof = true;
         match self.state {
             State::Open => self.finish_input(p, CloseReason::ClientClosed),
@@ -384,7 +384,7 @@ impl Connection {
 
     /// The server is shutting down. The reactor has read everything the client already
     /// sent; we answer it all (and the final fragment) and then close.
-    pub fn handle_shutdown(&mut self, p: &Protocol) {
+    pub fn handle_shutdown(&mut self, p: &Rules) {
         match self.state {
             State::Open => self.finish_input(p, CloseReason::Shutdown),
             // No line can have been sent yet: nothing to answer.
@@ -442,7 +442,7 @@ impl Connection {
 
     /// Collects the PROXY header; once complete, greets the client and treats the bytes
     /// after the header as ordinary input.
-    fn handle_proxy_header(&mut self, p: &Protocol, data: &[u8]) {
+    fn handle_proxy_header(&mut self, p: &Rules, data: &[u8]) {
         self.input.extend_from_slice(data);
         match proxy::parse(&self.input) {
             proxy::Parse::Incomplete => {}
@@ -473,13 +473,13 @@ impl Connection {
     }
 
     /// Can a reply of `len` bytes be queued now?
-    fn has_room(&self, p: &Protocol, len: usize) -> bool {
+    fn has_room(&self, p: &Rules, len: usize) -> bool {
         let pending = self.pending();
         pending == 0 || pending + len <= p.max_pending
     }
 
     /// Takes new plain input (after telnet filtering).
-    fn feed(&mut self, p: &Protocol, data: &[u8]) {
+    fn feed(&mut self, p: &Rules, data: &[u8]) {
         if self.state != State::Open || data.is_empty() {
             return;
         }
@@ -533,7 +533,7 @@ impl Connection {
     }
 
     /// Answers what `input` holds, as far as output room allows.
-    fn answer_buffered(&mut self, p: &Protocol) {
+    fn answer_buffered(&mut self, p: &Rules) {
         let input = std::mem::take(&mut self.input);
         let used = match p.mode {
             Mode::Line => self.answer_lines(p, &input),
@@ -565,7 +565,7 @@ impl Connection {
     /// This loop runs once per line, so it is kept lean: one scan finds all the line
     /// ends, the prefix and a short line are fixed-size copies, and the line-length limit
     /// is checked per line only when `buf` is long enough to break it.
-    fn answer_lines(&mut self, p: &Protocol, buf: &[u8]) -> usize {
+    fn answer_lines(&mut self, p: &Rules, buf: &[u8]) -> usize {
         let check_length = buf.len() > p.max_line + 1;
         // The usual read: too short to hold a line (or a partial line) over the limit, and
         // even if it were all one-byte lines their replies would fit. Then no line needs
@@ -622,7 +622,7 @@ impl Connection {
     /// [`Connection::answer_lines`] when every line of `buf` is known to fit and to be
     /// within the length limit: the loop is only "find the end, copy the reply", and it
     /// is [`line::push_replies`].
-    fn answer_all_lines(&mut self, p: &Protocol, buf: &[u8]) -> usize {
+    fn answer_all_lines(&mut self, p: &Rules, buf: &[u8]) -> usize {
         self.backlog = false;
         let cap = p.max_pending + line::reply_len(&p.prefix, p.max_line + 1);
         let prefix = line::Prefix::new(&p.prefix);
@@ -634,7 +634,7 @@ impl Connection {
     /// Grows `output` once for all the replies `buf` can produce (within the pending
     /// limit), instead of letting it double its way up, reallocating and copying, as
     /// replies are appended one by one.
-    fn reserve_replies(&mut self, p: &Protocol, buf: &[u8]) {
+    fn reserve_replies(&mut self, p: &Rules, buf: &[u8]) {
         // Twice the input covers every line at least as long as the prefix; counting
         // the lines first would cost a second scan for a tighter guess we do not need
         // (the buffer is freed as soon as the socket has taken it).
@@ -643,7 +643,7 @@ impl Connection {
     }
 
     /// Raw mode: echo as much of `buf` as fits; returns the bytes used.
-    fn answer_raw(&mut self, p: &Protocol, buf: &[u8]) -> usize {
+    fn answer_raw(&mut self, p: &Rules, buf: &[u8]) -> usize {
         let room = if self.pending() == 0 {
             p.max_pending
         } else {
@@ -659,7 +659,7 @@ impl Connection {
 
     /// Queues `prefix` + `head` + `tail`: the reply to one line whose first bytes were
     /// buffered (`head`) and whose end just arrived (`tail`).
-    fn push_reply(&mut self, p: &Protocol, head: &[u8], tail: &[u8]) {
+    fn push_reply(&mut self, p: &Rules, head: &[u8], tail: &[u8]) {
         self.lines += 1;
         if p.telnet {
             self.output.extend_from_slice(&p.prefix);
@@ -672,7 +672,7 @@ impl Connection {
     }
 
     /// Input has ended: answer what is buffered, then flush.
-    fn finish_input(&mut self, p: &Protocol, reason: CloseReason) {
+    fn finish_input(&mut self, p: &Rules, reason: CloseReason) {
         self.reason = Some(reason);
         self.set_state(State::Finishing);
         self.answer_buffered(p);
@@ -681,7 +681,7 @@ impl Connection {
 
     /// In `Finishing` with no complete line left: answer the unterminated fragment, if
     /// any, with no newline added ("nothing received is left unanswered").
-    fn answer_final_fragment(&mut self, p: &Protocol) {
+    fn answer_final_fragment(&mut self, p: &Rules) {
         if p.mode == Mode::Line && !self.input.is_empty() {
             if !self.has_room(p, line::reply_len(&p.prefix, self.input.len())) {
                 self.backlog = true;

@@ -15,28 +15,11 @@ use mio::{Events, Interest, Poll, Token};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use super::Fatal;
+pub use crate::io_errors::{interrupted, out_of_fds, would_block};
 
 /// `EINPROGRESS`: a non-blocking connect has started and will finish later.
 /// std has no stable `ErrorKind` for it yet (`io_error_inprogress` is unstable).
 const EINPROGRESS: i32 = libc::EINPROGRESS;
-
-/// True when an operation on a non-blocking socket would have to wait: the
-/// readiness we acted on is used up, so we go back to `poll`.
-pub fn would_block(e: &io::Error) -> bool {
-    e.kind() == io::ErrorKind::WouldBlock
-}
-
-/// True when a signal interrupted a system call before it did anything: we
-/// simply try again.
-pub fn interrupted(e: &io::Error) -> bool {
-    e.kind() == io::ErrorKind::Interrupted
-}
-
-/// True when we ran out of file descriptors (per process or system-wide).
-pub fn out_of_fds(e: &io::Error) -> bool {
-    // EMFILE is 24 and ENFILE is 23 on Linux, macOS and the BSDs alike.
-    matches!(e.raw_os_error(), Some(23 | 24))
-}
 
 /// An error as a person wants to read it: `Connection refused`, without
 /// Rust's ` (os error 111)` suffix.

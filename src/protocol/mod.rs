@@ -1,0 +1,15 @@
+//! The socket-free protocol core: what echod says to a client, as plain Rust.
+//!
+//! Nothing under `src/protocol/` imports `mio`, `std::net` or a clock. Each piece takes
+//! bytes (or an event such as "the peer closed") and returns bytes and decisions, so
+//! every edge case is tested with byte slices, split at every offset, without a network.
+//!
+//! - [`line`](mod@line): framing: where a line ends, and the one function that builds a reply.
+//! - [`conn`]: one client's state machine: states, buffers, limits, backpressure.
+//! - [`telnet`]: the telnet command filter (`--telnet`).
+//! - [`proxy`]: the PROXY protocol header parser (`--proxy-protocol`).
+
+pub mod conn;
+pub mod line;
+pub mod proxy;
+pub mod telnet;

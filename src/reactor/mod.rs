@@ -1,0 +1,18 @@
+//! The reactor: one thread, one `mio::Poll`, and a slab of connections.
+//!
+//! This is where sockets live. The reactor moves bytes between sockets and the state
+//! machines of [`crate::protocol`], and owns everything that needs the OS or a clock.
+//!
+//! - [`server`]: the loop itself: listeners, connections, signals, deadlines.
+//! - [`listen`]: listening sockets (a real `listen()` backlog, or inherited from systemd).
+//! - [`alarm`]: the loop's alarm clock for the nearest deadline.
+//! - [`timers`]: the deadlines, as a lazily re-armed heap (no wakeups while idle).
+//! - [`slots`]: the slab of connections, with removal deferred to the end of a batch.
+//! - [`stats`]: the counters the loop keeps.
+
+pub mod alarm;
+pub mod listen;
+pub mod server;
+pub mod slots;
+pub mod stats;
+pub mod timers;
