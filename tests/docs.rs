@@ -16,6 +16,7 @@ use std::sync::Mutex;
 
 use echod::config::Mode;
 use echod::protocol::conn::{Connection, Rules, State};
+use echod::protocol::tick::Tick;
 
 /// The documents whose links we check.
 const DOCS: [&str; 2] = ["docs/TUTORIAL.md", "docs/ARCHITECTURE.md"];
@@ -488,7 +489,8 @@ fn apply(c: &mut Connection, p: &Rules, step: Step) {
         Step::Input(bytes) => c.handle_input(p, bytes),
         Step::ReadClosed => c.handle_read_closed(p),
         Step::Shutdown => c.handle_shutdown(p),
-        Step::Timeout => c.handle_timeout(),
+        // The end of time: whatever the deadline was, it has passed.
+        Step::Timeout => c.handle_timeout(p, Tick::NEVER),
         Step::DrainTimeout => c.handle_drain_timeout(),
         Step::Error => c.handle_error(),
         Step::SendAll => {

@@ -41,11 +41,13 @@
 //! `docs/ARCHITECTURE.md`, and `tests/docs.rs` checks the drawing against this code.
 
 use std::fmt;
+use std::time::Duration;
 
 use crate::config::{Config, Mode};
 use crate::protocol::line;
 use crate::protocol::proxy;
 use crate::protocol::telnet;
+use crate::protocol::tick::Tick;
 
 /// The message sent before closing a client whose line exceeds `--max-line`.
 pub const ERR_LINE_TOO_LONG: &[u8] = b"ERR line too long\n";
@@ -77,7 +79,21 @@ pub struct Rules {
     pub max_pending: usize,
     /// Every connection starts with a PROXY protocol header (we sit behind HAProxy).
     pub proxy_protocol: bool,
+    /// How long a connection may go without a byte read or written (`None`: for ever).
+    pub idle_timeout: Option<Duration>,
+    /// With `--proxy-protocol`, how long a new connection may take to send its header.
+    pub proxy_header_timeout: Duration,
+    /// How long we wait for the client's FIN after sending ours (see [`State::Lingering`]).
+    pub linger: Duration,
 }
+
+/// How long a new connection may take to send its PROXY header. Short: a proxy sends it
+/// at once, and a client that does not is not talking to us right.
+pub const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long we wait for a client's FIN after sending ours. Long enough for a client that
+/// is reading its last replies, short enough that one that never closes costs little.
+pub const LINGER: Duration = Duration::from_secs(2);
 
 impl Rules {
     /// The rules described by a [`Config`].
@@ -108,6 +124,9 @@ impl Rules {
             max_line: config.max_line,
             max_pending: config.max_pending,
             proxy_protocol: config.proxy_protocol,
+            idle_timeout: config.idle_timeout,
+            proxy_header_timeout: PROXY_HEADER_TIMEOUT,
+            linger: LINGER,
         }
     }
 }
@@ -216,6 +235,10 @@ pub struct Connection {
     lines: u64,
     /// The client named by a PROXY header, until the reactor takes it for its logs.
     proxied: Option<Box<proxy::Source>>,
+    /// When this connection next needs the clock ([`Tick::NEVER`]: not at all). What it
+    /// means depends on the state: the idle timeout while open, the header timeout
+    /// before the PROXY header, the end of the linger after our FIN.
+    deadline: Tick,
 }
 
 impl Connection {
@@ -239,6 +262,7 @@ impl Connection {
             telnet: p.telnet.then(Box::default),
             lines: 0,
             proxied: None,
+            deadline: Tick::NEVER,
         }
     }
 
@@ -398,9 +422,46 @@ impl Connection {
         }
     }
 
-    /// The connection's deadline passed: nothing was read or written for the idle
-    /// timeout (or, while lingering, the client never sent its FIN).
-    pub fn handle_timeout(&mut self) {
+    /// When the connection next needs to be told the time, if ever (the reactor arms a
+    /// timer for it and calls [`Connection::handle_timeout`] then).
+    pub fn poll_timeout(&self) -> Option<Tick> {
+        self.deadline.get()
+    }
+
+    /// Bytes moved between the socket and this connection at `now` (or it was just
+    /// accepted). What that means for the deadline is ours to decide: while open (or
+    /// finishing) it pushes the idle timeout back; the PROXY header's clock starts at
+    /// the first call and is never pushed back; a lingering connection keeps its short
+    /// linger whatever the client sends.
+    pub fn handle_activity(&mut self, p: &Rules, now: Tick) {
+        match self.state {
+            State::ProxyHeader if self.deadline == Tick::NEVER => {
+                self.deadline = now.after(p.proxy_header_timeout);
+            }
+            State::Open | State::Finishing | State::Flushing => {
+                self.deadline = now.after_opt(p.idle_timeout);
+            }
+            State::ProxyHeader | State::Lingering | State::Closed => {}
+        }
+    }
+
+    /// The reactor sent our FIN at `now` (we are [`State::Lingering`]): the client has
+    /// [`Rules::linger`] to send its own.
+    pub fn handle_fin_sent(&mut self, p: &Rules, now: Tick) {
+        self.deadline = self.deadline.min(now.after(p.linger));
+    }
+
+    /// The clock says `now`. If our deadline has come, act on it: nothing was read or
+    /// written for the idle timeout (or the PROXY header did not come, or, while
+    /// lingering, the client never sent its FIN). Before the deadline (a timer armed for
+    /// an earlier deadline that activity has since pushed back) this does nothing.
+    pub fn handle_timeout(&mut self, p: &Rules, now: Tick) {
+        if now < self.deadline {
+            return;
+        }
+        // Whatever happens next gets a fresh deadline, so that a client that does not
+        // take even its error message cannot hold the connection for ever.
+        self.deadline = now.after_opt(p.idle_timeout);
         match self.state {
             // The header did not come in time: it is missing.
             State::ProxyHeader => self.refuse_proxy_header("no header in time"),

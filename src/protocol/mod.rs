@@ -8,8 +8,10 @@
 //! - [`conn`]: one client's state machine: states, buffers, limits, backpressure.
 //! - [`telnet`]: the telnet command filter (`--telnet`).
 //! - [`proxy`]: the PROXY protocol header parser (`--proxy-protocol`).
+//! - [`tick`]: time as a number the reactor hands in; the core reads no clock.
 
 pub mod conn;
 pub mod line;
 pub mod proxy;
 pub mod telnet;
+pub mod tick;

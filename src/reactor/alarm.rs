@@ -1,134 +1,69 @@
-//! The loop's alarm clock: a Linux `timerfd`, registered with the poll like a socket,
-//! that becomes readable when the loop's next deadline comes.
+//! The loop's alarm clock: how the loop wakes up when its nearest deadline comes.
 //!
-//! The textbook way to wait for a deadline is `poll`'s timeout, and echod did that. But
-//! `epoll_wait` with a timeout starts a kernel timer every time it goes to sleep and
-//! cancels it when an event wakes it first, which, for a busy connection, is every time:
-//! one timer start and one cancel per reply, for a deadline minutes away. The timerfd is
-//! set once for that deadline and left alone while it stays the earliest; `epoll_wait`
-//! then sleeps with no timeout at all. It is re-set only when the earliest deadline
-//! changes (a due timer fired, a shorter deadline such as a linger was added), not when a
-//! connection's activity pushes its own deadline back: that moves no timer at all (see
-//! [`crate::reactor::timers`]). docs/PERFORMANCE.md has the measurement that made us switch.
+//! The textbook way, and the one that works everywhere mio does (epoll, kqueue, …), is
+//! `poll`'s own timeout: before sleeping, the loop asks "how long until the nearest
+//! deadline?" and passes that to `poll`. That is [`PollTimeout`], the alarm a reader
+//! should learn first; on macOS and the BSDs it is the one echod uses.
 //!
-//! The timer counts on `CLOCK_MONOTONIC`, the clock `Instant` reads on Linux, and never
-//! fires early: when its event comes, `Instant::now()` has reached the deadline.
+//! On Linux echod uses a `timerfd` instead ([`timerfd::TimerFd`]): a timer the kernel
+//! keeps as a file descriptor, registered with the poll like a socket. It is set once
+//! per deadline instead of once per sleep, which saves a kernel timer start and cancel
+//! per reply on a busy connection. Building with `--features portable` selects
+//! [`PollTimeout`] on Linux too; the test suite runs both ways.
+//!
+//! Both have the same small interface: `register` with the poll, `set` the instant,
+//! `poll_timeout` for the sleep, `rang` when the event came.
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use mio::event::Source;
-use mio::unix::SourceFd;
-use mio::{Interest, Registry, Token};
-use rustix::time::{
-    timerfd_create, timerfd_settime, Itimerspec, TimerfdClockId, TimerfdFlags, TimerfdTimerFlags,
-    Timespec,
-};
+use mio::{Registry, Token};
 
-/// A one-shot timer that wakes the poll at one chosen instant.
-#[derive(Debug)]
-pub struct Alarm {
-    /// The timerfd: non-blocking, closed on exec.
-    fd: OwnedFd,
-    /// What the kernel's timer is set to now (`None`: disarmed, or it already rang).
-    set_for: Option<Instant>,
-    /// How many times the kernel's timer was (re)set or disarmed: a system call each.
-    changes: u64,
+#[cfg(all(target_os = "linux", not(feature = "portable")))]
+pub mod timerfd;
+
+/// The alarm this build uses: a timerfd on Linux, `poll`'s timeout elsewhere.
+#[cfg(all(target_os = "linux", not(feature = "portable")))]
+pub type Alarm = timerfd::TimerFd;
+
+/// The alarm this build uses: a timerfd on Linux, `poll`'s timeout elsewhere.
+#[cfg(not(all(target_os = "linux", not(feature = "portable"))))]
+pub type Alarm = PollTimeout;
+
+/// The portable alarm: remembers the instant and turns it into `poll`'s timeout.
+#[derive(Debug, Default)]
+pub struct PollTimeout {
+    /// When the loop must wake (`None`: only for events).
+    at: Option<Instant>,
 }
 
-impl Alarm {
-    /// A disarmed alarm.
-    pub fn new() -> io::Result<Alarm> {
-        let fd = timerfd_create(
-            TimerfdClockId::Monotonic,
-            TimerfdFlags::NONBLOCK | TimerfdFlags::CLOEXEC,
-        )?;
-        Ok(Alarm {
-            fd,
-            set_for: None,
-            changes: 0,
-        })
+impl PollTimeout {
+    /// An alarm set for nothing.
+    pub fn new() -> io::Result<PollTimeout> {
+        Ok(PollTimeout::default())
     }
 
-    /// Makes the alarm ring at `at` (`None`: never). `now` is the time of the current
-    /// loop turn. Nothing is asked of the kernel when the alarm is already set for `at`,
-    /// which, for a busy server whose earliest deadline stays put, is nearly always.
-    pub fn set(&mut self, at: Option<Instant>, now: Instant) -> io::Result<()> {
-        if at == self.set_for {
-            return Ok(());
-        }
-        // Relative to `now`, the start of this turn: the kernel counts from the moment of
-        // this call, a little later, so the alarm rings a little late, never early. An
-        // all-zero value disarms, so a deadline already due waits one nanosecond instead.
-        let value = match at {
-            Some(at) => at
-                .saturating_duration_since(now)
-                .max(Duration::from_nanos(1)),
-            None => Duration::ZERO,
-        };
-        let spec = Itimerspec {
-            it_interval: timespec(Duration::ZERO),
-            it_value: timespec(value),
-        };
-        timerfd_settime(&self.fd, TimerfdTimerFlags::empty(), &spec)?;
-        self.set_for = at;
-        self.changes += 1;
+    /// Nothing to register: the alarm is `poll`'s timeout, not a descriptor.
+    pub fn register(&mut self, _registry: &Registry, _token: Token) -> io::Result<()> {
         Ok(())
     }
 
-    /// The alarm's event came: consume it. The timer is one-shot, so it is now
-    /// disarmed, and the next [`Alarm::set`] sets it again whatever the instant.
-    pub fn rang(&mut self) {
-        // Read the expiry count until WouldBlock, as for any edge-triggered source; one
-        // read empties it, the second only confirms.
-        let mut count = [0u8; 8];
-        while rustix::io::read(&self.fd, &mut count).is_ok() {}
-        self.set_for = None;
+    /// Makes the loop wake at `at` (`None`: never).
+    pub fn set(&mut self, at: Option<Instant>, _now: Instant) -> io::Result<()> {
+        self.at = at;
+        Ok(())
     }
 
-    /// The instant the alarm is set for, if any.
-    pub fn set_for(&self) -> Option<Instant> {
-        self.set_for
+    /// How long `poll` may sleep: until the instant, or for ever. mio rounds a timeout
+    /// up to the poller's resolution, so the loop wakes at the instant or just after,
+    /// never before it.
+    pub fn poll_timeout(&self) -> Option<Duration> {
+        self.at
+            .map(|at| at.saturating_duration_since(Instant::now()))
     }
 
-    /// How many times the kernel's timer was changed (each one a `timerfd_settime`).
-    pub fn changes(&self) -> u64 {
-        self.changes
-    }
-}
-
-/// A `Duration` as the kernel's `timespec`.
-fn timespec(d: Duration) -> Timespec {
-    Timespec {
-        tv_sec: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        tv_nsec: d.subsec_nanos().into(),
-    }
-}
-
-/// Registered like any socket: readable when it rings.
-impl Source for Alarm {
-    fn register(
-        &mut self,
-        registry: &Registry,
-        token: Token,
-        interests: Interest,
-    ) -> io::Result<()> {
-        SourceFd(&self.fd.as_raw_fd()).register(registry, token, interests)
-    }
-
-    fn reregister(
-        &mut self,
-        registry: &Registry,
-        token: Token,
-        interests: Interest,
-    ) -> io::Result<()> {
-        SourceFd(&self.fd.as_raw_fd()).reregister(registry, token, interests)
-    }
-
-    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
-        SourceFd(&self.fd.as_raw_fd()).deregister(registry)
-    }
+    /// Never called: this alarm has no event of its own.
+    pub fn rang(&mut self) {}
 }
 
 #[cfg(test)]
@@ -136,86 +71,25 @@ mod tests {
     use super::*;
     use mio::{Events, Poll};
 
-    const ALARM: Token = Token(7);
-
-    fn poll_with_alarm() -> (Poll, Alarm, Events) {
-        let poll = Poll::new().unwrap();
-        let mut alarm = Alarm::new().unwrap();
-        poll.registry()
-            .register(&mut alarm, ALARM, Interest::READABLE)
-            .unwrap();
-        (poll, alarm, Events::with_capacity(4))
-    }
-
-    /// Waits up to `limit` for the alarm's event; returns when it came, if it did.
-    fn wait_for_ring(poll: &mut Poll, events: &mut Events, limit: Duration) -> Option<Instant> {
-        let start = Instant::now();
-        while start.elapsed() < limit {
-            poll.poll(events, Some(limit - start.elapsed())).unwrap();
-            if events.iter().any(|e| e.token() == ALARM && e.is_readable()) {
-                return Some(Instant::now());
-            }
-        }
-        None
-    }
-
     #[test]
-    fn rings_at_the_instant_never_before() {
-        let (mut poll, mut alarm, mut events) = poll_with_alarm();
+    fn the_portable_alarm_is_polls_timeout() {
+        let mut alarm = PollTimeout::new().unwrap();
+        assert_eq!(
+            alarm.poll_timeout(),
+            None,
+            "set for nothing: sleep until an event"
+        );
         let now = Instant::now();
         let at = now + Duration::from_millis(30);
         alarm.set(Some(at), now).unwrap();
-        let rang = wait_for_ring(&mut poll, &mut events, Duration::from_secs(5)).unwrap();
-        assert!(rang >= at, "rang {:?} before its instant", at - rang);
-        alarm.rang();
-        assert_eq!(alarm.set_for(), None, "one-shot: spent once it rang");
-    }
-
-    #[test]
-    fn setting_the_same_instant_again_asks_nothing_of_the_kernel() {
-        let (_poll, mut alarm, _events) = poll_with_alarm();
-        let now = Instant::now();
-        let at = now + Duration::from_secs(60);
-        for _ in 0..1000 {
-            alarm.set(Some(at), now).unwrap();
-        }
-        assert_eq!(alarm.changes(), 1);
-        alarm.set(Some(at + Duration::from_secs(1)), now).unwrap();
-        alarm.set(None, now).unwrap();
-        alarm.set(None, now).unwrap();
-        assert_eq!(alarm.changes(), 3);
-    }
-
-    #[test]
-    fn a_later_instant_or_none_replaces_the_old_one() {
-        let (mut poll, mut alarm, mut events) = poll_with_alarm();
-        let now = Instant::now();
-        alarm
-            .set(Some(now + Duration::from_millis(10)), now)
-            .unwrap();
-        alarm.set(None, now).unwrap();
-        // Disarmed: nothing within well past the old instant.
+        let mut poll = Poll::new().unwrap();
+        let mut events = Events::with_capacity(1);
+        poll.poll(&mut events, alarm.poll_timeout()).unwrap();
+        assert!(Instant::now() >= at, "woke before the instant");
         assert_eq!(
-            wait_for_ring(&mut poll, &mut events, Duration::from_millis(100)),
-            None
+            alarm.poll_timeout(),
+            Some(Duration::ZERO),
+            "due: do not sleep"
         );
-        let now = Instant::now();
-        let at = now + Duration::from_millis(20);
-        alarm.set(Some(at), now).unwrap();
-        let rang = wait_for_ring(&mut poll, &mut events, Duration::from_secs(5)).unwrap();
-        assert!(rang >= at);
-    }
-
-    #[test]
-    fn a_deadline_already_past_rings_at_once() {
-        let (mut poll, mut alarm, mut events) = poll_with_alarm();
-        let past = Instant::now();
-        let now = past + Duration::from_millis(5);
-        alarm.set(Some(past), now).unwrap();
-        assert!(wait_for_ring(&mut poll, &mut events, Duration::from_secs(5)).is_some());
-        // Consumed: the next poll does not report it again.
-        alarm.rang();
-        poll.poll(&mut events, Some(Duration::ZERO)).unwrap();
-        assert!(events.is_empty());
     }
 }

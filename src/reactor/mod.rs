@@ -4,13 +4,18 @@
 //! machines of [`crate::protocol`], and owns everything that needs the OS or a clock.
 //!
 //! - [`server`]: the loop itself: listeners, connections, signals, deadlines.
+//! - [`accept`]: accepting connections, turning away the ones over the limit.
+//! - [`io`]: moving bytes between a socket and its state machine (read/write until
+//!   `WouldBlock`), and what the loop keeps per connection.
 //! - [`listen`]: listening sockets (a real `listen()` backlog, or inherited from systemd).
 //! - [`alarm`]: the loop's alarm clock for the nearest deadline.
 //! - [`timers`]: the deadlines, as a lazily re-armed heap (no wakeups while idle).
 //! - [`slots`]: the slab of connections, with removal deferred to the end of a batch.
 //! - [`stats`]: the counters the loop keeps.
 
+pub mod accept;
 pub mod alarm;
+pub mod io;
 pub mod listen;
 pub mod server;
 pub mod slots;

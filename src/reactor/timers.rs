@@ -20,34 +20,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
-/// A point in time, in whole milliseconds since the loop started.
-///
-/// Half the size of an `Instant`, which matters because every connection keeps two of
-/// them (its deadline and its armed timer); and [`Tick::NEVER`] means "no deadline"
-/// without the 8 bytes an `Option` would add. Milliseconds are as fine as epoll's own
-/// timeout, and a `u64` of them lasts longer than any process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Tick(u64);
-
-impl Tick {
-    /// No deadline: later than every real tick.
-    pub const NEVER: Tick = Tick(u64::MAX);
-
-    /// `d` after this tick, rounded up to the next millisecond (a timeout never fires
-    /// early); `NEVER` stays `NEVER`.
-    pub fn after(self, d: Duration) -> Tick {
-        // Whole seconds and the rounded-up rest, in u64 arithmetic: this runs on every
-        // read and write (the idle deadline moves), and `as_nanos` would divide in 128 bits.
-        let rest = u64::from(d.subsec_nanos()).div_ceil(1_000_000);
-        let ms = d.as_secs().saturating_mul(1000).saturating_add(rest);
-        Tick(self.0.saturating_add(ms))
-    }
-
-    /// This tick, or `None` for [`Tick::NEVER`].
-    pub fn get(self) -> Option<Tick> {
-        (self != Tick::NEVER).then_some(self)
-    }
-}
+pub use crate::protocol::tick::Tick;
 
 /// Turns `Instant`s into [`Tick`]s and back, counting from the loop's start.
 #[derive(Debug, Clone, Copy)]
@@ -67,12 +40,12 @@ impl Clock {
     /// The tick of `at` (whole milliseconds since the start, rounded down).
     pub fn tick(&self, at: Instant) -> Tick {
         let ms = at.saturating_duration_since(self.start).as_millis();
-        Tick(u64::try_from(ms).unwrap_or(u64::MAX - 1))
+        Tick::from_millis(u64::try_from(ms).unwrap_or(u64::MAX - 1))
     }
 
     /// The instant of `tick` (for the alarm).
     pub fn instant(&self, tick: Tick) -> Instant {
-        self.start + Duration::from_millis(tick.0)
+        self.start + Duration::from_millis(tick.as_millis())
     }
 }
 
@@ -140,23 +113,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ticks_round_deadlines_up_and_never_stays_never() {
+    fn the_clock_turns_instants_into_ticks_and_back() {
         let clock = Clock::new();
-        let t0 = clock.tick(clock.instant(Tick(5)));
-        assert_eq!(t0, Tick(5));
-        assert_eq!(t0.after(Duration::from_micros(1)), Tick(6));
-        assert_eq!(t0.after(Duration::from_secs(2)), Tick(2005));
-        assert_eq!(Tick::NEVER.after(Duration::from_secs(1)), Tick::NEVER);
-        assert_eq!(Tick::NEVER.get(), None);
-        assert_eq!(t0.get(), Some(t0));
+        let t = Tick::from_millis(5);
+        assert_eq!(clock.tick(clock.instant(t)), t);
     }
 
     #[test]
     fn due_timers_come_out_earliest_first_and_not_before_time() {
-        let t0 = Tick(1000);
+        let t0 = Tick::from_millis(1000);
         let s = 1000;
         let mut timers = Timers::new();
-        let at = |n: u64| Tick(t0.0 + n * s);
+        let at = |n: u64| Tick::from_millis(t0.as_millis() + n * s);
         timers.schedule(at(3), 3, 30);
         timers.schedule(at(1), 1, 10);
         timers.schedule(at(2), 2, 20);

@@ -309,16 +309,89 @@ mod finishing {
 
 mod timeouts {
     use super::*;
+    use crate::protocol::tick::Tick;
+    use std::time::Duration;
+
+    /// The connection's deadline comes: what the reactor does when its timer fires.
+    pub(super) fn time_out(p: &Rules, c: &mut Connection) {
+        if c.poll_timeout().is_none() {
+            c.handle_activity(p, Tick::from_millis(0));
+        }
+        let at = c.poll_timeout().expect("a deadline");
+        c.handle_timeout(p, at);
+    }
+
+    #[test]
+    fn activity_pushes_the_idle_deadline_back() {
+        let p = proto();
+        let idle = p.idle_timeout.unwrap();
+        let mut c = Connection::new(&p);
+        assert_eq!(
+            c.poll_timeout(),
+            None,
+            "no clock until the reactor gives one"
+        );
+        let t0 = Tick::from_millis(1000);
+        c.handle_activity(&p, t0);
+        assert_eq!(c.poll_timeout(), Some(t0.after(idle)));
+        let t1 = t0.after(Duration::from_secs(10));
+        c.handle_activity(&p, t1);
+        assert_eq!(c.poll_timeout(), Some(t1.after(idle)));
+        // A timer armed for the old deadline fires early: nothing happens.
+        c.handle_timeout(&p, t0.after(idle));
+        assert_eq!(c.state(), State::Open);
+        c.handle_timeout(&p, t1.after(idle));
+        assert_eq!(c.state(), State::Flushing);
+    }
+
+    #[test]
+    fn without_an_idle_timeout_an_open_connection_needs_no_clock() {
+        let p = Rules {
+            idle_timeout: None,
+            ..proto()
+        };
+        let mut c = Connection::new(&p);
+        c.handle_activity(&p, Tick::from_millis(5));
+        assert_eq!(c.poll_timeout(), None);
+    }
+
+    #[test]
+    fn the_proxy_header_clock_starts_at_accept_and_is_never_pushed_back() {
+        let p = super::proxy_header::proxied();
+        let mut c = Connection::new(&p);
+        let t0 = Tick::from_millis(0);
+        c.handle_activity(&p, t0);
+        c.handle_input(&p, b"PROXY TCP4 ");
+        c.handle_activity(&p, t0.after(Duration::from_secs(2)));
+        assert_eq!(c.poll_timeout(), Some(t0.after(p.proxy_header_timeout)));
+    }
+
+    #[test]
+    fn after_our_fin_the_client_has_the_linger_time_whatever_it_sends() {
+        let p = proto();
+        let (_, mut c) = run(&p, &[b"partial"], false);
+        let t0 = Tick::from_millis(0);
+        c.handle_activity(&p, t0);
+        let t1 = t0.after(p.idle_timeout.unwrap());
+        c.handle_timeout(&p, t1);
+        assert_eq!(drain(&p, &mut c), ERR_IDLE_TIMEOUT);
+        assert_eq!(c.state(), State::Lingering);
+        c.handle_fin_sent(&p, t1);
+        c.handle_activity(&p, t1.after(Duration::from_secs(1)));
+        assert_eq!(c.poll_timeout(), Some(t1.after(p.linger)));
+        c.handle_timeout(&p, t1.after(p.linger));
+        assert!(c.is_closed());
+    }
 
     #[test]
     fn idle_timeout_says_why_then_lingers() {
         let p = proto();
         let (_, mut c) = run(&p, &[b"partial"], false);
-        c.handle_timeout();
+        time_out(&p, &mut c);
         assert_eq!(c.state(), State::Flushing);
         assert_eq!(drain(&p, &mut c), ERR_IDLE_TIMEOUT);
         assert_eq!(c.state(), State::Lingering);
-        c.handle_timeout();
+        time_out(&p, &mut c);
         assert!(c.is_closed());
         assert_eq!(c.close_reason(), Some(CloseReason::IdleTimeout));
     }
@@ -329,7 +402,7 @@ mod timeouts {
         let (_, mut c) = run(&p, &[], false);
         c.handle_input(&p, b"toolong");
         assert_eq!(c.state(), State::Flushing);
-        c.handle_timeout();
+        time_out(&p, &mut c);
         assert!(c.is_closed());
     }
 
@@ -436,7 +509,7 @@ mod telnet_mode {
 mod proxy_header {
     use super::*;
 
-    fn proxied() -> Rules {
+    pub(super) fn proxied() -> Rules {
         Rules {
             proxy_protocol: true,
             ..proto()
@@ -490,7 +563,7 @@ mod proxy_header {
     fn a_missing_header_is_refused_on_timeout_or_eof() {
         let p = proxied();
         let (_, mut c) = run(&p, &[b"PROXY TCP4"], false);
-        c.handle_timeout();
+        super::timeouts::time_out(&p, &mut c);
         assert_eq!(drain(&p, &mut c), ERR_BAD_PROXY_HEADER);
         let (got, c) = run(&p, &[], true);
         assert_eq!(got, ERR_BAD_PROXY_HEADER);

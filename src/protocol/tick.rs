@@ -1,0 +1,69 @@
+//! Time as the state machines see it: a number the reactor hands them.
+//!
+//! The protocol core never reads a clock (that would make it untestable without
+//! sleeping). The reactor reads the clock once per turn of its loop and passes the
+//! result in; a connection answers with the [`Tick`] at which it next needs to be told
+//! the time ([`crate::protocol::conn::Connection::poll_timeout`]).
+
+use std::time::Duration;
+
+/// A point in time, in whole milliseconds since the loop started.
+///
+/// Half the size of an `Instant`, which matters because every connection keeps one;
+/// and [`Tick::NEVER`] means "no deadline" without the 8 bytes an `Option` would add.
+/// Milliseconds are as fine as epoll's own timeout, and a `u64` of them lasts longer
+/// than any process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Tick(u64);
+
+impl Tick {
+    /// No deadline: later than every real tick.
+    pub const NEVER: Tick = Tick(u64::MAX);
+
+    /// The tick `ms` milliseconds after the start (`u64::MAX` is [`Tick::NEVER`]).
+    pub const fn from_millis(ms: u64) -> Tick {
+        Tick(ms)
+    }
+
+    /// Milliseconds since the start.
+    pub const fn as_millis(self) -> u64 {
+        self.0
+    }
+
+    /// `d` after this tick, rounded up to the next millisecond (a timeout never fires
+    /// early); `NEVER` stays `NEVER`.
+    pub fn after(self, d: Duration) -> Tick {
+        // Whole seconds and the rounded-up rest, in u64 arithmetic: this runs on every
+        // visit of a busy connection, and `as_nanos` would divide in 128 bits.
+        let rest = u64::from(d.subsec_nanos()).div_ceil(1_000_000);
+        let ms = d.as_secs().saturating_mul(1000).saturating_add(rest);
+        Tick(self.0.saturating_add(ms))
+    }
+
+    /// `d` after this tick when there is a `d`, else [`Tick::NEVER`] (a timeout that is off).
+    pub fn after_opt(self, d: Option<Duration>) -> Tick {
+        d.map_or(Tick::NEVER, |d| self.after(d))
+    }
+
+    /// This tick, or `None` for [`Tick::NEVER`].
+    pub fn get(self) -> Option<Tick> {
+        (self != Tick::NEVER).then_some(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ticks_round_deadlines_up_and_never_stays_never() {
+        let t0 = Tick(5);
+        assert_eq!(t0.after(Duration::from_micros(1)), Tick(6));
+        assert_eq!(t0.after(Duration::from_secs(2)), Tick(2005));
+        assert_eq!(t0.after(Duration::MAX), Tick::NEVER);
+        assert_eq!(Tick::NEVER.after(Duration::from_secs(1)), Tick::NEVER);
+        assert_eq!(t0.after_opt(None), Tick::NEVER);
+        assert_eq!(Tick::NEVER.get(), None);
+        assert_eq!(t0.get(), Some(t0));
+    }
+}
