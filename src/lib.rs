@@ -24,6 +24,8 @@
 //!   same readiness style.
 //! - [`config`]: options and limits, with their defaults and reasons; argument parsing.
 //! - [`io_errors`]: the `io::Error` questions both ends ask (`would_block`, …).
+//! - [`logging`]: the daemon's logger: a full or closed stderr drops (and counts) the
+//!   line; it never stops or stalls the loop.
 //!
 //! # Reading order
 //!
@@ -57,5 +59,6 @@
 pub mod client;
 pub mod config;
 pub mod io_errors;
+pub mod logging;
 pub mod protocol;
 pub mod reactor;

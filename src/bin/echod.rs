@@ -1,28 +1,30 @@
 //! `echod`: parse the arguments, set up logging, run the server. Nothing else.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use echod::config::{self, Command, Config};
+use echod::logging::{self, NonBlockingGuard};
 use echod::reactor::server::Server;
 use log::{error, info, LevelFilter};
 
 fn main() -> ExitCode {
     let config = match config::parse_args(std::env::args_os().skip(1)) {
         Ok(Command::Run(config)) => config,
-        Ok(Command::Help) => {
-            print!("{}", config::usage());
-            return ExitCode::SUCCESS;
-        }
+        // `print!` and `eprintln!` panic when the stream is closed (`echod --help | true`);
+        // `write!` returns the error, and a failed write is a failed run.
+        Ok(Command::Help) => return exit_after(write!(std::io::stdout(), "{}", config::usage())),
         Ok(Command::Version) => {
-            println!("echod {}", env!("CARGO_PKG_VERSION"));
-            return ExitCode::SUCCESS;
+            let version = env!("CARGO_PKG_VERSION");
+            return exit_after(writeln!(std::io::stdout(), "echod {version}"));
         }
         Err(e) => {
-            eprintln!("echod: {e} (try --help)");
+            let _ = writeln!(std::io::stderr(), "echod: {e} (try --help)");
             return ExitCode::from(2);
         }
     };
-    init_logging(&config);
+    // Held until `main` returns: dropping it puts stderr back in blocking mode.
+    let _stderr_mode = init_logging(&config);
     let server = match Server::bind(&config) {
         Ok(server) => server,
         Err(e) => {
@@ -53,16 +55,23 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs go to stderr (`simple_logger`'s stdout mode panics on EPIPE, e.g. when journald
-/// restarts), at `--log-level`, else `RUST_LOG`, else info. mio's own trace logs are
-/// kept below warn: they describe every registration and would drown ours.
-fn init_logging(config: &Config) {
-    let mut logger = simple_logger::SimpleLogger::new()
-        .with_level(LevelFilter::Info)
-        .with_utc_timestamps();
-    logger = match config.log_level {
-        Some(level) => logger.with_level(level),
-        None => logger.env(),
-    };
-    let _ = logger.with_module_level("mio", LevelFilter::Warn).init();
+/// 0 when `written` succeeded, else 1 (stdout closed or full: nothing to report it to).
+fn exit_after(written: std::io::Result<()>) -> ExitCode {
+    match written.and_then(|()| std::io::stdout().flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(_) => ExitCode::from(1),
+    }
+}
+
+/// Logs go to stderr at `--log-level`, else `RUST_LOG` (a plain level such as `debug`;
+/// anything else means info), else info. See [`echod::logging`] for why a closed or full
+/// stderr costs log lines and never the server.
+fn init_logging(config: &Config) -> NonBlockingGuard<std::io::Stderr> {
+    let level = config.log_level.unwrap_or_else(|| {
+        std::env::var("RUST_LOG")
+            .ok()
+            .and_then(|value| value.parse().ok())
+            .unwrap_or(LevelFilter::Info)
+    });
+    logging::init(level)
 }

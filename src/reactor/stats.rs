@@ -65,7 +65,9 @@ impl fmt::Display for Summary<'_> {
             f,
             " lines={} bytes_in={} bytes_out={}",
             s.lines, s.bytes_in, s.bytes_out
-        )
+        )?;
+        // Kept by the logger, not the loop: log lines can be dropped wherever we log.
+        write!(f, " log_lines_dropped={}", crate::logging::dropped_lines())
     }
 }
 
@@ -85,6 +87,6 @@ mod tests {
         assert!(!line.contains('\n'));
         assert!(line.contains("accepted=3 active=2 refused_busy=0"));
         assert!(line.contains("line_too_long=1"));
-        assert!(line.contains("lines=7 bytes_in=0 bytes_out=0"));
+        assert!(line.contains("lines=7 bytes_in=0 bytes_out=0 log_lines_dropped=0"));
     }
 }
