@@ -116,6 +116,21 @@ impl From<lexopt::Error> for ArgError {
     }
 }
 
+/// The largest `--max-line` or `--max-pending`: 1 GiB. Far above any sane setting, and
+/// small enough that adding a line to it, or doubling it, can never overflow.
+pub const MAX_BUFFER: usize = 1 << 30;
+
+/// The largest `--max-connections`. The fd limit lowers it further at start-up.
+pub const MAX_CONNECTIONS: usize = 10_000_000;
+
+/// The largest `--backlog`: `listen()` takes an `int`, and the kernel caps it at
+/// `net.core.somaxconn` anyway.
+pub const MAX_BACKLOG: u32 = 65_535;
+
+/// The largest timeout in seconds (30 days): any deadline computed from it fits in an
+/// `Instant` and in a millisecond tick with room to spare.
+pub const MAX_TIMEOUT_SECS: u64 = 30 * 24 * 3600;
+
 /// The `--help` text: every flag with its default.
 pub fn usage() -> String {
     let d = Config::default();
@@ -173,7 +188,7 @@ where
             Short('h') | Long("help") => return Ok(Command::Help),
             Short('V') | Long("version") => return Ok(Command::Version),
             Long("listen") => listen.push(parse_addr(&text(&mut parser)?)?),
-            Long("backlog") => config.backlog = number(&mut parser, "--backlog", 1)?,
+            Long("backlog") => config.backlog = number(&mut parser, "--backlog", 1..=MAX_BACKLOG)?,
             Long("banner") => {
                 config.banner = line_with_newline(&text(&mut parser)?);
                 banner_given = true;
@@ -183,18 +198,26 @@ where
             Long("telnet") => config.telnet = true,
             Long("reuse-port") => config.reuse_port = true,
             Long("proxy-protocol") => config.proxy_protocol = true,
-            Long("max-line") => config.max_line = number(&mut parser, "--max-line", 1)?,
-            Long("max-pending") => config.max_pending = number(&mut parser, "--max-pending", 1)?,
+            Long("max-line") => {
+                config.max_line = number(&mut parser, "--max-line", 1..=MAX_BUFFER)?
+            }
+            Long("max-pending") => {
+                config.max_pending = number(&mut parser, "--max-pending", 1..=MAX_BUFFER)?
+            }
             Long("max-connections") => {
-                config.max_connections = number(&mut parser, "--max-connections", 1)?
+                config.max_connections =
+                    number(&mut parser, "--max-connections", 1..=MAX_CONNECTIONS)?
             }
             Long("idle-timeout") => {
-                let secs: u64 = number(&mut parser, "--idle-timeout", 0)?;
+                let secs: u64 = number(&mut parser, "--idle-timeout", 0..=MAX_TIMEOUT_SECS)?;
                 config.idle_timeout = (secs > 0).then(|| Duration::from_secs(secs));
             }
             Long("drain-timeout") => {
-                config.drain_timeout =
-                    Duration::from_secs(number(&mut parser, "--drain-timeout", 0)?)
+                config.drain_timeout = Duration::from_secs(number(
+                    &mut parser,
+                    "--drain-timeout",
+                    0..=MAX_TIMEOUT_SECS,
+                )?)
             }
             Long("log-level") => {
                 let level = text(&mut parser)?;
@@ -238,16 +261,25 @@ fn text(parser: &mut lexopt::Parser) -> Result<String, ArgError> {
     Ok(parser.value()?.string()?)
 }
 
-/// The value of the option just seen, as a number of at least `min`.
-fn number<T>(parser: &mut lexopt::Parser, flag: &str, min: T) -> Result<T, ArgError>
+/// The value of the option just seen, as a number within `range`. Every number has a
+/// maximum: a value past it is a typo or an attack on our arithmetic (a deadline that
+/// overflows `Instant`, a limit that wraps when one is added), and a clear refusal at
+/// start-up beats a panic or a silent wrap hours later.
+fn number<T>(
+    parser: &mut lexopt::Parser,
+    flag: &str,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<T, ArgError>
 where
     T: std::str::FromStr + PartialOrd + fmt::Display,
 {
     let value = text(parser)?;
     match value.parse::<T>() {
-        Ok(n) if n >= min => Ok(n),
+        Ok(n) if range.contains(&n) => Ok(n),
         _ => Err(ArgError(format!(
-            "invalid value '{value}' for {flag}: expected a whole number of at least {min}"
+            "invalid value '{value}' for {flag}: expected a whole number from {} to {}",
+            range.start(),
+            range.end()
         ))),
     }
 }
@@ -357,6 +389,29 @@ mod tests {
             let err = run(bad).expect_err(&format!("{bad:?} should fail"));
             assert!(!err.0.is_empty() && !err.0.contains('\n'), "{bad:?}: {err}");
         }
+    }
+
+    /// Values that would overflow arithmetic later are refused at start-up, by name.
+    #[test]
+    fn every_number_has_a_maximum() {
+        let huge = u64::MAX.to_string();
+        for flag in [
+            "--max-line",
+            "--max-pending",
+            "--max-connections",
+            "--backlog",
+            "--idle-timeout",
+            "--drain-timeout",
+        ] {
+            let err = run(&[flag, &huge]).expect_err(flag);
+            assert!(err.0.contains(flag) && err.0.contains(" to "), "{err}");
+        }
+        let max = MAX_TIMEOUT_SECS.to_string();
+        let c = run(&["--idle-timeout", &max, "--drain-timeout", &max]).unwrap();
+        assert_eq!(c.idle_timeout, Some(Duration::from_secs(MAX_TIMEOUT_SECS)));
+        let max = MAX_BUFFER.to_string();
+        let c = run(&["--max-line", &max, "--max-pending", &max]).unwrap();
+        assert_eq!((c.max_line, c.max_pending), (MAX_BUFFER, MAX_BUFFER));
     }
 
     #[test]

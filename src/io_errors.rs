@@ -21,13 +21,23 @@ pub fn out_of_fds(err: &io::Error) -> bool {
     matches!(err.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
 }
 
-/// `accept` failed for that one connection only (it was reset or aborted while it
-/// waited in the queue, or the kernel ran short of buffers); the next one may succeed.
-pub fn accept_transient(err: &io::Error) -> bool {
-    matches!(
-        err.raw_os_error(),
-        Some(libc::ECONNABORTED | libc::EPROTO | libc::ENOBUFS | libc::ENOMEM | libc::EPERM)
-    ) || err.kind() == io::ErrorKind::ConnectionReset
+/// `accept` cannot take a connection *now*: no descriptor (EMFILE, ENFILE), no kernel
+/// memory (ENOMEM, ENOBUFS), or a security module said no (EPERM). The kernel fails these
+/// before it takes the connection off the queue, so trying again at once fails again:
+/// the caller must back off, not loop.
+pub fn accept_must_wait(err: &io::Error) -> bool {
+    out_of_fds(err)
+        || matches!(
+            err.raw_os_error(),
+            Some(libc::ENOMEM | libc::ENOBUFS | libc::EPERM)
+        )
+}
+
+/// `accept` failed for that one connection only: it was reset or aborted while it
+/// waited in the queue, and is gone. The next one may succeed at once.
+pub fn accept_aborted(err: &io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(libc::ECONNABORTED | libc::EPROTO))
+        || err.kind() == io::ErrorKind::ConnectionReset
 }
 
 #[cfg(test)]
@@ -41,8 +51,18 @@ mod tests {
         assert!(out_of_fds(&io::Error::from_raw_os_error(libc::EMFILE)));
         assert!(out_of_fds(&io::Error::from_raw_os_error(libc::ENFILE)));
         assert!(!out_of_fds(&io::ErrorKind::WouldBlock.into()));
-        assert!(accept_transient(&io::Error::from_raw_os_error(
+        assert!(accept_aborted(&io::Error::from_raw_os_error(
             libc::ECONNABORTED
         )));
+        for errno in [
+            libc::EMFILE,
+            libc::ENFILE,
+            libc::ENOMEM,
+            libc::ENOBUFS,
+            libc::EPERM,
+        ] {
+            let e = io::Error::from_raw_os_error(errno);
+            assert!(accept_must_wait(&e) && !accept_aborted(&e), "{e}");
+        }
     }
 }

@@ -13,33 +13,42 @@ use log::{debug, error, info, trace, warn};
 use mio::net::TcpStream;
 use mio::{Interest, Token};
 
-use crate::io_errors::{accept_transient, interrupted, out_of_fds, would_block};
+use crate::io_errors::{accept_aborted, accept_must_wait, interrupted, out_of_fds, would_block};
 use crate::protocol::conn::{Connection, ERR_SERVER_BUSY};
 use crate::reactor::io::Entry;
 use crate::reactor::server::Server;
 use crate::reactor::timers::Tick;
 
-/// While out of file descriptors we retry `accept` this often (and whenever one of our
-/// own connections closes). See [`Server::accept_all`].
+/// While out of file descriptors (or kernel memory) we retry `accept` this often (and
+/// whenever one of our own connections closes). See [`Server::accept_all`].
 const ACCEPT_RETRY: Duration = Duration::from_millis(250);
+
+/// At most this many accepts per listener per turn of the loop (Redis takes 1,000 per
+/// call too). A connect flood then waits its turn behind the clients already served,
+/// instead of holding the loop in `accept` while their replies wait. With the budget
+/// used up and the queue maybe not empty, the loop owes the listener a visit (no new
+/// edge will come for connections already queued).
+pub const ACCEPTS_PER_TURN: usize = 1000;
 
 /// File descriptors kept free for the listeners, the poll, signal and alarm descriptors,
 /// stdio, and the short-lived socket we accept to tell a client it is refused.
 const FD_RESERVE: u64 = 32;
 
 impl Server {
-    /// A listener is readable: accept every waiting connection.
+    /// A listener is readable: accept the waiting connections, up to
+    /// [`ACCEPTS_PER_TURN`].
     ///
     /// Out of file descriptors, `accept` fails with EMFILE and the connection stays in
-    /// the kernel's queue. Edge-triggered, the listener will not be reported again for
-    /// it, so we must come back ourselves. We chose a retry deadline over the classic
-    /// "spare descriptor" trick: the spare trick accepts and closes the waiting client
-    /// (it is turned away), while a retry lets it wait in the queue and be served as
-    /// soon as a descriptor is free. We retry when one of our connections closes, and
-    /// every [`ACCEPT_RETRY`] in case descriptors were freed elsewhere (ENFILE). The
-    /// warning is logged once per episode, not once per attempt.
+    /// the kernel's queue (ENFILE, ENOMEM, ENOBUFS and EPERM behave the same). Edge-triggered,
+    /// the listener will not be reported again for it, so we must come back ourselves.
+    /// Trying again at once would only fail again (a spin), so we set a retry deadline.
+    /// We chose that over the classic "spare descriptor" trick: the spare trick accepts
+    /// and closes the waiting client (it is turned away), while a retry lets it wait in
+    /// the queue and be served as soon as a descriptor is free. We retry when one of our
+    /// connections closes, and every [`ACCEPT_RETRY`] in case descriptors were freed
+    /// elsewhere. The warning is logged once per episode, not once per attempt.
     pub(super) fn accept_all(&mut self, index: usize) {
-        loop {
+        for _ in 0..ACCEPTS_PER_TURN {
             let Some(listener) = self.listeners.get(index) else {
                 return;
             };
@@ -58,18 +67,23 @@ impl Server {
                     return;
                 }
                 Err(e) if interrupted(&e) => continue,
-                Err(e) if out_of_fds(&e) => {
+                Err(e) if accept_must_wait(&e) => {
                     if self.accept_retry.is_none() {
+                        self.stats.out_of_fds_episodes += 1;
+                        let what = if out_of_fds(&e) {
+                            "out of file descriptors"
+                        } else {
+                            "cannot accept"
+                        };
                         warn!(
-                            "out of file descriptors ({e}) with {} connections: \
-                             new clients wait in the queue",
+                            "{what} ({e}) with {} connections: new clients wait in the queue",
                             self.conns.len()
                         );
                     }
                     self.accept_retry = Some(self.now + ACCEPT_RETRY);
                     return;
                 }
-                Err(e) if accept_transient(&e) => debug!("accept: {e}"),
+                Err(e) if accept_aborted(&e) => debug!("accept: {e}"),
                 Err(e) => {
                     // Unknown: do not spin on it; the next new connection retries.
                     error!("accept failed: {e}");
@@ -77,6 +91,28 @@ impl Server {
                 }
             }
         }
+        // The budget is used up and the queue may hold more: come back next turn.
+        trace!("accept: {ACCEPTS_PER_TURN} this turn; the rest wait for the next");
+        if !self.listeners_owed.contains(&index) {
+            self.listeners_owed.push(index);
+        }
+    }
+
+    /// Accepts on the listeners whose budget ran out last turn.
+    pub(super) fn serve_owed_listeners(&mut self, owed: Vec<usize>) {
+        for index in owed {
+            self.accept_all(index);
+        }
+    }
+
+    /// Stops accepting: deregisters and closes every listener. Connections still in the
+    /// kernel's queue are reset, so the drain calls this only once the queue is empty.
+    pub(super) fn close_listeners(&mut self) {
+        for mut listener in std::mem::take(&mut self.listeners) {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        self.listeners_owed.clear();
+        self.accept_retry = None;
     }
 
     /// Retries accepting after EMFILE when its deadline is due.
@@ -96,16 +132,13 @@ impl Server {
             self.refuse_busy(stream, peer);
             return;
         }
-        // Lines are answered one write at a time; Nagle would hold small replies back.
-        if let Err(e) = stream.set_nodelay(true) {
-            debug!("TCP_NODELAY on {peer}: {e}");
-        }
+        set_socket_options(&stream, peer);
         let key = self.conns.vacant_key();
-        if let Err(e) = self.poll.registry().register(
-            &mut stream,
-            Token(key),
-            Interest::READABLE | Interest::WRITABLE,
-        ) {
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut stream, Token(key), CONNECTION_INTEREST)
+        {
             warn!("cannot register {peer}: {e}");
             return;
         }
@@ -127,6 +160,7 @@ impl Server {
             // Accepted during the drain's first sweep: read what it sent, then finish.
             can_read: self.drain_deadline.is_some(),
             fin_reported: false,
+            urgent: false,
             can_write: true,
             owed: false,
             fin_sent: false,
@@ -156,6 +190,47 @@ impl Server {
         let _ = stream.write(ERR_SERVER_BUSY);
         let _ = stream.shutdown(Shutdown::Write);
         let _ = stream.read(&mut self.scratch);
+    }
+}
+
+/// What every connection is registered for, once: READABLE and WRITABLE (edges make the
+/// second free: no `epoll_ctl` when output starts or stops), and on Linux PRIORITY, so
+/// that urgent data, which a read stops at, is reported (see [`crate::reactor::io`]).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const CONNECTION_INTEREST: Interest = Interest::READABLE
+    .add(Interest::WRITABLE)
+    .add(Interest::PRIORITY);
+
+/// What every connection is registered for, once: READABLE and WRITABLE (edges make the
+/// second free: no `epoll_ctl` when output starts or stops).
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+const CONNECTION_INTEREST: Interest = Interest::READABLE.add(Interest::WRITABLE);
+
+/// How long a connection may be silent before the kernel starts probing it, and how
+/// often it probes: a peer that vanished (power cut, cable pulled, NAT forgot us) is
+/// noticed in minutes even with `--idle-timeout 0`.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+/// The interval between keepalive probes; after a few unanswered ones the socket fails.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Per-socket options for a new client. Each failure is logged and otherwise ignored:
+/// the connection works without them.
+fn set_socket_options(stream: &TcpStream, peer: SocketAddr) {
+    let socket = socket2::SockRef::from(stream);
+    // Lines are answered one write at a time; Nagle would hold small replies back.
+    if let Err(e) = socket.set_nodelay(true) {
+        debug!("TCP_NODELAY on {peer}: {e}");
+    }
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(KEEPALIVE_IDLE)
+        .with_interval(KEEPALIVE_INTERVAL);
+    if let Err(e) = socket.set_tcp_keepalive(&keepalive) {
+        debug!("SO_KEEPALIVE on {peer}: {e}");
+    }
+    // Urgent data stays in the byte stream (bytes are opaque: every byte is echoed)
+    // instead of being taken out of band, where nobody would read it.
+    if let Err(e) = socket.set_out_of_band_inline(true) {
+        debug!("SO_OOBINLINE on {peer}: {e}");
     }
 }
 

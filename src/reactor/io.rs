@@ -22,6 +22,10 @@ use crate::reactor::timers::Tick;
 /// every other ready connection had its turn, in the next turn of the loop.
 pub const READS_PER_VISIT: usize = 16;
 
+/// May a short read clear `can_read`? Only where epoll tells us about urgent data
+/// (`Interest::PRIORITY`); see [`read_once`].
+const SHORT_READ_PROVES_EMPTY: bool = cfg!(any(target_os = "linux", target_os = "android"));
+
 /// A connection as the loop sees it: the socket, the protocol state, and the readiness
 /// bookkeeping that only the loop needs.
 #[derive(Debug)]
@@ -37,6 +41,9 @@ pub struct Entry {
     /// The client's FIN has been reported, so a short read does not prove the socket is
     /// empty: the EOF is still waiting to be read.
     pub fin_reported: bool,
+    /// The client sent TCP urgent data: a read stops at the urgent mark, so a short read
+    /// does not prove the socket is empty either.
+    pub urgent: bool,
     /// The socket may take more bytes: set by a writable event, cleared by `WouldBlock`
     /// or a short write. Saves a `write` that would only fail while the client is slow.
     pub can_write: bool,
@@ -92,11 +99,14 @@ pub fn transfer(
 
 /// Reads once from the socket into the scratch buffer and feeds the state machine.
 ///
-/// The short-read rule: if the read returned less than the buffer could hold, the socket
-/// was emptied, so the next read would only say `WouldBlock`, and we skip it. That is
-/// safe with edge-triggered epoll because every new segment that arrives after this read
-/// raises a new edge. The exception is a FIN that was already reported: it raises no
-/// new edge, so then we keep reading until we see the EOF (a read of 0).
+/// The short-read rule (Linux): if the read returned less than the buffer could hold,
+/// the socket was emptied, so the next read would only say `WouldBlock`, and we skip it.
+/// That is safe with edge-triggered epoll because every new segment that arrives after
+/// this read raises a new edge. There are two exceptions, where bytes can be left
+/// behind a short read with no new edge to come: a FIN that was already reported (we
+/// keep reading until we see the EOF, a read of 0), and TCP urgent data (a read stops
+/// at the urgent mark; epoll reports it as PRIORITY, see [`Entry::urgent`]). Elsewhere
+/// we read until `WouldBlock`, the textbook rule.
 pub fn read_once(entry: &mut Entry, rules: &Rules, scratch: &mut [u8], stats: &mut Stats) {
     match entry.stream.read(scratch) {
         Ok(0) => {
@@ -109,7 +119,8 @@ pub fn read_once(entry: &mut Entry, rules: &Rules, scratch: &mut [u8], stats: &m
             entry.bytes_in += n as u64;
             stats.bytes_in += n as u64;
             entry.active = true;
-            if n < scratch.len() && !entry.fin_reported {
+            if SHORT_READ_PROVES_EMPTY && n < scratch.len() && !entry.fin_reported && !entry.urgent
+            {
                 entry.can_read = false;
             }
             entry.conn.handle_input(rules, &scratch[..n]);

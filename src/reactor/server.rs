@@ -61,6 +61,10 @@ const LISTENER_BASE: usize = usize::MAX - 3;
 /// matches the default socket buffer, so one read usually empties the socket.
 const SCRATCH_SIZE: usize = 64 * 1024;
 
+/// Stale timers tolerated beyond twice the live connections before a sweep: enough that
+/// a quiet server never sweeps, small enough to be a few KiB.
+const STALE_TIMERS_SLACK: usize = 1024;
+
 /// Under systemd we report the connection count in `STATUS=` at most this often, and
 /// only after it changed: an idle daemon still never wakes up.
 const STATUS_EVERY: Duration = Duration::from_secs(1);
@@ -70,8 +74,10 @@ const STATUS_EVERY: Duration = Duration::from_secs(1);
 pub struct Server {
     /// The kernel's readiness queue (epoll on Linux, kqueue on macOS and the BSDs).
     pub(super) poll: Poll,
-    /// Open listeners (emptied when the drain starts).
+    /// Open listeners (emptied when the drain starts, once their queues are empty).
     pub(super) listeners: Vec<TcpListener>,
+    /// Listeners whose accept budget ran out last turn: we owe them a visit.
+    pub(super) listeners_owed: Vec<usize>,
     /// SIGINT, SIGTERM, SIGHUP and SIGUSR1, delivered as readiness of a socket pair: the
     /// signal handler only writes a byte to it (the self-pipe trick).
     signals: Signals,
@@ -163,6 +169,7 @@ impl Server {
         Ok(Server {
             poll,
             listeners,
+            listeners_owed: Vec::new(),
             signals,
             conns: Slots::new(),
             rules: Rules::from_config(config),
@@ -225,7 +232,8 @@ impl Server {
         // Sleep until an event or the alarm, unless we owe a connection a visit: then
         // only collect what is ready and come straight back.
         let owed = std::mem::take(&mut self.owed);
-        let timeout = if owed.is_empty() {
+        let listeners_owed = std::mem::take(&mut self.listeners_owed);
+        let timeout = if owed.is_empty() && listeners_owed.is_empty() {
             [longest, self.alarm.poll_timeout()]
                 .into_iter()
                 .flatten()
@@ -257,11 +265,16 @@ impl Server {
             }
         }
         self.serve_owed(owed);
+        self.serve_owed_listeners(listeners_owed);
         self.expire_timers();
         self.retry_accept_if_due();
         self.reap();
+        if self.drain_deadline.is_some() {
+            self.close_listeners_if_drained();
+        }
         self.send_status_if_due();
-        Ok(self.exit_now || (self.drain_deadline.is_some() && self.conns.is_empty()))
+        let drained = self.conns.is_empty() && self.listeners.is_empty();
+        Ok(self.exit_now || (self.drain_deadline.is_some() && drained))
     }
 
     /// When the alarm must ring: the earliest of the connections' deadlines, the drain
@@ -290,6 +303,11 @@ impl Server {
         }
         if event.is_read_closed() || event.is_error() {
             entry.fin_reported = true;
+        }
+        if event.is_priority() {
+            // Urgent data: reads stop at its mark, so read until WouldBlock from now on.
+            entry.urgent = true;
+            entry.can_read = true;
         }
         if event.is_writable() || event.is_write_closed() || event.is_error() {
             entry.can_write = true;
@@ -368,6 +386,7 @@ impl Server {
             .is_some_and(|deadline| self.now >= deadline)
         {
             warn!("drain timeout: closing {} connections", self.conns.len());
+            self.close_listeners();
             for key in self.conns.live_keys() {
                 if let Some(entry) = self.conns.get_mut(key) {
                     entry.conn.handle_drain_timeout();
@@ -424,13 +443,15 @@ impl Server {
         self.drain_deadline = Some(self.now + self.drain_timeout);
         // Clients whose connection is complete but not yet accepted have sent their lines
         // to us too: take them before closing the listeners, or they would be reset.
+        // Out of descriptors we cannot take them all now: the listeners stay open until
+        // the queue is empty (the accept retry and every close go on accepting), bounded
+        // by the drain timeout.
         for i in 0..self.listeners.len() {
             self.accept_all(i);
         }
-        for mut listener in std::mem::take(&mut self.listeners) {
-            let _ = self.poll.registry().deregister(&mut listener);
+        if !self.close_listeners_if_drained() {
+            info!("{name}: clients still wait in the accept queue; taking them first");
         }
-        self.accept_retry = None;
         self.notify_systemd(&[sd_notify::NotifyState::Stopping]);
         info!(
             "{name}: draining {} connections (timeout {}s)",
@@ -444,6 +465,28 @@ impl Server {
             }
             self.visit(key);
         }
+    }
+
+    /// Removes the timers of closed connections once they outnumber the live ones, so
+    /// that connection churn cannot grow the heap (see [`crate::reactor::timers`]).
+    fn sweep_stale_timers(&mut self) {
+        if self.timers.len() > 2 * self.conns.len() + STALE_TIMERS_SLACK {
+            let conns = &mut self.conns;
+            self.timers.retain(|t| {
+                conns
+                    .get_mut(t.key)
+                    .is_some_and(|e| e.serial == t.serial && e.armed == t.at)
+            });
+        }
+    }
+
+    /// Draining: closes the listeners once their queues are known to be empty (no accept
+    /// waits for descriptors, none owes a visit). True when they are closed.
+    fn close_listeners_if_drained(&mut self) -> bool {
+        if self.accept_retry.is_none() && self.listeners_owed.is_empty() {
+            self.close_listeners();
+        }
+        self.listeners.is_empty()
     }
 
     /// Sends a state to systemd's notify socket (a no-op outside systemd). A failure is
@@ -498,6 +541,7 @@ impl Server {
         });
         if closed > 0 {
             self.status_changed();
+            self.sweep_stale_timers();
         }
         if closed > 0 && self.accept_retry.is_some() {
             // A descriptor was just freed: a client may be waiting in the queue.
@@ -610,5 +654,87 @@ mod tests {
         let key = server.conns.live_keys()[0];
         let entry = server.conns.get_mut(key).unwrap();
         assert_eq!(entry.conn.buffered(), 0);
+    }
+
+    /// A server on an ephemeral loopback port, with `tweak` applied to the defaults.
+    fn test_server(tweak: impl FnOnce(&mut Config)) -> Server {
+        let mut config = Config {
+            listen: vec!["127.0.0.1:0".parse().unwrap()],
+            ..Config::default()
+        };
+        tweak(&mut config);
+        Server::bind(&config).unwrap()
+    }
+
+    /// Turns the loop until `done` holds, at most 10 s.
+    fn turn_until(server: &mut Server, mut done: impl FnMut(&Server) -> bool) {
+        let mut events = Events::with_capacity(1024);
+        let give_up = Instant::now() + Duration::from_secs(10);
+        while !done(server) {
+            assert!(Instant::now() < give_up, "the loop never got there");
+            server
+                .run_once(&mut events, Some(Duration::from_millis(20)))
+                .unwrap();
+        }
+    }
+
+    /// Connection churn leaves a timer behind for every closed connection; the sweep
+    /// keeps the heap within a constant factor of the live connections.
+    #[test]
+    fn churn_does_not_grow_the_timer_heap() {
+        let mut server = test_server(|_| {});
+        let addr = server.local_addrs()[0];
+        for _ in 0..30 {
+            let clients: Vec<_> = (0..100)
+                .map(|_| std::net::TcpStream::connect(addr).unwrap())
+                .collect();
+            turn_until(&mut server, |s| s.conns.len() == 100);
+            drop(clients);
+            turn_until(&mut server, |s| s.conns.is_empty());
+            assert!(
+                server.timers.len() <= 2 * 100 + STALE_TIMERS_SLACK,
+                "{} timers",
+                server.timers.len()
+            );
+        }
+        assert_eq!(server.stats.accepted, 3000);
+    }
+
+    /// A connect flood is taken at most `ACCEPTS_PER_TURN` per turn; the rest are
+    /// accepted next turn without a new event (the loop owes the listener a visit).
+    #[test]
+    fn accepts_are_capped_per_turn_and_the_rest_come_next_turn() {
+        use crate::reactor::accept::ACCEPTS_PER_TURN;
+        let mut server = test_server(|c| c.backlog = 4096);
+        let addr = server.local_addrs()[0];
+        let n = ACCEPTS_PER_TURN + 200;
+        let _clients: Vec<_> = (0..n)
+            .map(|_| std::net::TcpStream::connect(addr).unwrap())
+            .collect();
+        let mut events = Events::with_capacity(1024);
+        server
+            .run_once(&mut events, Some(Duration::from_secs(5)))
+            .unwrap();
+        assert_eq!(server.conns.len(), ACCEPTS_PER_TURN);
+        assert_eq!(server.listeners_owed, [0]);
+        server
+            .run_once(&mut events, Some(Duration::from_secs(5)))
+            .unwrap();
+        assert_eq!(server.conns.len(), n);
+        assert!(server.listeners_owed.is_empty());
+    }
+
+    /// Accepted sockets probe silent peers (keepalive) and keep urgent data in the
+    /// byte stream (OOBINLINE), and answer lines at once (no Nagle).
+    #[test]
+    fn accepted_sockets_get_keepalive_oobinline_and_nodelay() {
+        let mut server = test_server(|_| {});
+        let _client = std::net::TcpStream::connect(server.local_addrs()[0]).unwrap();
+        turn_until(&mut server, |s| s.conns.len() == 1);
+        let key = server.conns.live_keys()[0];
+        let socket = socket2::SockRef::from(&server.conns.get_mut(key).unwrap().stream);
+        assert!(socket.keepalive().unwrap());
+        assert!(socket.out_of_band_inline().unwrap());
+        assert!(socket.nodelay().unwrap());
     }
 }

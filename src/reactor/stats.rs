@@ -12,6 +12,8 @@ pub struct Stats {
     pub accepted: u64,
     /// Connections turned away with `ERR server busy`.
     pub refused_busy: u64,
+    /// Times `accept` had to wait for descriptors or kernel memory (one per episode).
+    pub out_of_fds_episodes: u64,
     /// Connections closed, by reason (indexed like [`CloseReason::ALL`]).
     pub closed: [u64; CloseReason::ALL.len()],
     /// Lines answered (raw mode: chunks echoed).

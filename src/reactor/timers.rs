@@ -14,7 +14,11 @@
 //!
 //! A heap entry can outlive its connection, and the slab key may be reused by a new
 //! one; the `serial` (unique per connection for the life of the process) tells the
-//! loop that such an entry is stale.
+//! loop that such an entry is stale. Stale entries would pile up under connection churn
+//! (every short-lived connection leaves one, due only after the idle timeout), so the
+//! loop sweeps them out with [`Timers::retain`] whenever they outnumber the live
+//! connections: the heap stays within a constant factor of the live connections, and
+//! each sweep is paid for by the closes that made it necessary.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -95,6 +99,11 @@ impl Timers {
             Some(Reverse(t)) if t.at <= now => self.heap.pop().map(|Reverse(t)| t),
             _ => None,
         }
+    }
+
+    /// Keeps only the timers for which `live` is true (a linear rebuild of the heap).
+    pub fn retain(&mut self, mut live: impl FnMut(&Timer) -> bool) {
+        self.heap.retain(|Reverse(t)| live(t));
     }
 
     /// How many timers are scheduled (live and stale).
