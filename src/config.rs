@@ -60,6 +60,10 @@ pub struct Config {
     pub idle_timeout: Option<Duration>,
     /// How long a shutdown waits for clients to take their last replies.
     pub drain_timeout: Duration,
+    /// Close a client whose pending output made no progress this long (`None`: never).
+    pub send_timeout: Option<Duration>,
+    /// At most this many connections from one address (`None`: no limit).
+    pub max_per_ip: Option<usize>,
     /// Log level from `--log-level`; `None` means "use `RUST_LOG`, else info".
     pub log_level: Option<log::LevelFilter>,
     /// Set `SO_REUSEPORT` so several echod processes share a port (`--reuse-port`).
@@ -82,6 +86,8 @@ impl Default for Config {
             max_connections: 10_000,
             idle_timeout: Some(Duration::from_secs(300)),
             drain_timeout: Duration::from_secs(5),
+            send_timeout: Some(Duration::from_secs(60)),
+            max_per_ip: None,
             log_level: None,
             reuse_port: false,
             proxy_protocol: false,
@@ -152,6 +158,9 @@ Options:
   --max-connections N    clients served at once, capped by the fd limit [{max_conn}]
   --idle-timeout SECS    close clients silent this long, 0 = never [{idle}]
   --drain-timeout SECS   longest wait for clients on SIGINT/SIGTERM [{drain}]
+  --send-timeout SECS    close clients whose replies make no progress this long,
+                         0 = never [{send}]
+  --max-per-ip N         connections from one address, 0 = no limit [0]
   --reuse-port           SO_REUSEPORT: several echod processes share the port
   --proxy-protocol       expect a PROXY protocol v1/v2 header first (behind HAProxy)
   --log-level LEVEL      error|warn|info|debug|trace [info, or RUST_LOG]
@@ -168,6 +177,7 @@ Options:
         max_conn = d.max_connections,
         idle = d.idle_timeout.map_or(0, |t| t.as_secs()),
         drain = d.drain_timeout.as_secs(),
+        send = d.send_timeout.map_or(0, |t| t.as_secs()),
     )
 }
 
@@ -218,6 +228,14 @@ where
                     "--drain-timeout",
                     0..=MAX_TIMEOUT_SECS,
                 )?)
+            }
+            Long("send-timeout") => {
+                let secs: u64 = number(&mut parser, "--send-timeout", 0..=MAX_TIMEOUT_SECS)?;
+                config.send_timeout = (secs > 0).then(|| Duration::from_secs(secs));
+            }
+            Long("max-per-ip") => {
+                let n: usize = number(&mut parser, "--max-per-ip", 0..=MAX_CONNECTIONS)?;
+                config.max_per_ip = (n > 0).then_some(n);
             }
             Long("log-level") => {
                 let level = text(&mut parser)?;

@@ -87,3 +87,83 @@ fn absurd_flag_values_are_refused_with_exit_2() {
         assert!(err.contains(flag), "{flag}: {err}");
     }
 }
+
+/// `--max-per-ip 2`: a third connection from the same address is told why and closed;
+/// when one of the first two leaves, the address may connect again.
+#[test]
+fn max_per_ip_refuses_the_extra_connection_from_one_address() {
+    let echod = Echod::start(&["--max-per-ip", "2", "--log-level", "debug"]);
+    let mut a = echod.connect_greeted();
+    let _b = echod.connect_greeted();
+    let mut c = echod.connect();
+    assert_eq!(
+        read_to_fin(&mut c),
+        b"ERR too many connections from your address\n"
+    );
+    assert_echoes(&mut a, &["still served"]);
+    drop(a);
+    echod.expect_log("closed 127.0.0.1");
+    let mut d = echod.connect_greeted();
+    assert_echoes(&mut d, &["welcome back"]);
+}
+
+/// Behind a proxy the limit counts the address the PROXY header names, not the
+/// proxy's: two clients from one address through one proxy, and the second is refused,
+/// while a client from another address is served.
+#[test]
+fn max_per_ip_counts_the_proxied_client_address() {
+    let echod = Echod::start(&[
+        "--proxy-protocol",
+        "--max-per-ip",
+        "1",
+        "--log-level",
+        "debug",
+    ]);
+    let header = |ip: &str| format!("PROXY TCP4 {ip} 192.0.2.99 5000 8888\r\n");
+    let mut a = echod.connect();
+    a.write_all(header("192.0.2.1").as_bytes()).unwrap();
+    assert_eq!(read_n(&mut a, BANNER.len()), BANNER);
+    let mut b = echod.connect();
+    b.write_all(header("192.0.2.1").as_bytes()).unwrap();
+    let got = read_to_fin(&mut b);
+    assert!(
+        got.ends_with(b"ERR too many connections from your address\n"),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+    let mut c = echod.connect();
+    c.write_all(header("192.0.2.2").as_bytes()).unwrap();
+    assert_eq!(read_n(&mut c, BANNER.len()), BANNER);
+    assert_echoes(&mut a, &["first from .1"]);
+    assert_echoes(&mut c, &["first from .2"]);
+}
+
+/// `--send-timeout 1`: a client that sends and never reads its replies is closed once
+/// its output has made no progress for a second; a reading client is not.
+#[test]
+fn send_timeout_closes_a_client_that_never_reads() {
+    let echod = Echod::start(&["--send-timeout", "1", "--log-level", "debug"]);
+    let mut good = echod.connect_greeted();
+    let mut bad = echod.connect();
+    socket2::SockRef::from(&bad)
+        .set_recv_buffer_size(4096)
+        .unwrap();
+    // Write until the server stops reading us (the kernel buffers fill up): then our
+    // writes block, and the server's replies sit unsent.
+    bad.set_write_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let line = [b'x'; 1023]
+        .iter()
+        .chain(b"\n")
+        .copied()
+        .collect::<Vec<u8>>();
+    let mut sent = 0;
+    while sent < 64 << 20 {
+        match bad.write(&line) {
+            Ok(n) => sent += n,
+            Err(_) => break,
+        }
+    }
+    echod.expect_log("send_timeout");
+    assert_echoes(&mut good, &["unaffected"]);
+}

@@ -55,6 +55,10 @@ pub const ERR_LINE_TOO_LONG: &[u8] = b"ERR line too long\n";
 pub const ERR_IDLE_TIMEOUT: &[u8] = b"ERR idle timeout\n";
 /// The message sent (by the reactor, before any state exists) to a client over `--max-connections`.
 pub const ERR_SERVER_BUSY: &[u8] = b"ERR server busy\n";
+/// The message sent to a client whose address already has `--max-per-ip` connections.
+pub const ERR_TOO_MANY_FROM_ADDRESS: &[u8] = b"ERR too many connections from your address\n";
+/// The message sent before closing the largest clients when `--max-memory` is exceeded.
+pub const ERR_OUT_OF_MEMORY: &[u8] = b"ERR out of memory\n";
 /// The message sent before closing a connection whose PROXY header is missing or malformed.
 pub const ERR_BAD_PROXY_HEADER: &[u8] = b"ERR bad proxy header\n";
 
@@ -81,6 +85,9 @@ pub struct Rules {
     pub proxy_protocol: bool,
     /// How long a connection may go without a byte read or written (`None`: for ever).
     pub idle_timeout: Option<Duration>,
+    /// How long pending output may go without the socket taking a byte of it (`None`:
+    /// for ever): a client that does not read its replies is closed after this.
+    pub send_timeout: Option<Duration>,
     /// With `--proxy-protocol`, how long a new connection may take to send its header.
     pub proxy_header_timeout: Duration,
     /// How long we wait for the client's FIN after sending ours (see [`State::Lingering`]).
@@ -125,6 +132,7 @@ impl Rules {
             max_pending: config.max_pending,
             proxy_protocol: config.proxy_protocol,
             idle_timeout: config.idle_timeout,
+            send_timeout: config.send_timeout,
             proxy_header_timeout: PROXY_HEADER_TIMEOUT,
             linger: LINGER,
         }
@@ -179,19 +187,28 @@ pub enum CloseReason {
     DrainTimeout,
     /// The PROXY protocol header was missing, malformed, or too slow to arrive.
     BadProxyHeader,
+    /// Pending output made no progress for `--send-timeout`: the client does not read.
+    SendTimeout,
+    /// Refused: its address already had `--max-per-ip` connections.
+    TooManyFromAddress,
+    /// Closed to keep all buffers under `--max-memory` (it had one of the largest).
+    OutOfMemory,
     /// The socket failed: a reset, or another I/O error.
     Error,
 }
 
 impl CloseReason {
     /// Every reason, in the order the counters print them.
-    pub const ALL: [CloseReason; 7] = [
+    pub const ALL: [CloseReason; 10] = [
         CloseReason::ClientClosed,
         CloseReason::LineTooLong,
         CloseReason::IdleTimeout,
         CloseReason::Shutdown,
         CloseReason::DrainTimeout,
         CloseReason::BadProxyHeader,
+        CloseReason::SendTimeout,
+        CloseReason::TooManyFromAddress,
+        CloseReason::OutOfMemory,
         CloseReason::Error,
     ];
 
@@ -204,6 +221,9 @@ impl CloseReason {
             CloseReason::Shutdown => "shutdown",
             CloseReason::DrainTimeout => "drain_timeout",
             CloseReason::BadProxyHeader => "bad_proxy_header",
+            CloseReason::SendTimeout => "send_timeout",
+            CloseReason::TooManyFromAddress => "too_many_from_address",
+            CloseReason::OutOfMemory => "out_of_memory",
             CloseReason::Error => "error",
         }
     }
@@ -239,6 +259,9 @@ pub struct Connection {
     /// means depends on the state: the idle timeout while open, the header timeout
     /// before the PROXY header, the end of the linger after our FIN.
     deadline: Tick,
+    /// When pending output that makes no progress times out (`--send-timeout`);
+    /// [`Tick::NEVER`] while nothing is pending.
+    send_deadline: Tick,
 }
 
 impl Connection {
@@ -263,6 +286,7 @@ impl Connection {
             lines: 0,
             proxied: None,
             deadline: Tick::NEVER,
+            send_deadline: Tick::NEVER,
         }
     }
 
@@ -425,7 +449,7 @@ impl Connection {
     /// When the connection next needs to be told the time, if ever (the reactor arms a
     /// timer for it and calls [`Connection::handle_timeout`] then).
     pub fn poll_timeout(&self) -> Option<Tick> {
-        self.deadline.get()
+        self.deadline.min(self.send_deadline).get()
     }
 
     /// Bytes moved between the socket and this connection at `now` (or it was just
@@ -445,6 +469,33 @@ impl Connection {
         }
     }
 
+    /// The reactor's visit ended at `now`; `wrote` says whether the socket took any of
+    /// our output. Pending output starts (or, with progress, restarts) the send clock;
+    /// nothing pending stops it.
+    pub fn handle_output_progress(&mut self, p: &Rules, now: Tick, wrote: bool) {
+        self.send_deadline = if self.pending() == 0 || self.state == State::Closed {
+            Tick::NEVER
+        } else if wrote || self.send_deadline == Tick::NEVER {
+            now.after_opt(p.send_timeout)
+        } else {
+            self.send_deadline
+        };
+    }
+
+    /// The reactor refuses this client for a reason of its own (`--max-per-ip` once a
+    /// PROXY header named it, `--max-memory`): `message` is queued after what is already
+    /// pending, the rest of the input is dropped, and the connection closes once the
+    /// output is out.
+    pub fn refuse(&mut self, message: &[u8], reason: CloseReason) {
+        if matches!(self.state, State::Lingering | State::Closed) {
+            return;
+        }
+        self.discard_input();
+        self.output.extend_from_slice(message);
+        self.reason = Some(reason);
+        self.set_state(State::Flushing);
+    }
+
     /// The reactor sent our FIN at `now` (we are [`State::Lingering`]): the client has
     /// [`Rules::linger`] to send its own.
     pub fn handle_fin_sent(&mut self, p: &Rules, now: Tick) {
@@ -456,6 +507,14 @@ impl Connection {
     /// lingering, the client never sent its FIN). Before the deadline (a timer armed for
     /// an earlier deadline that activity has since pushed back) this does nothing.
     pub fn handle_timeout(&mut self, p: &Rules, now: Tick) {
+        if now >= self.send_deadline && self.pending() > 0 {
+            // The client has not taken a byte of its replies for the send timeout. It
+            // does not read, so there is no one to tell why.
+            self.send_deadline = Tick::NEVER;
+            self.reason = Some(CloseReason::SendTimeout);
+            self.set_state(State::Closed);
+            return;
+        }
         if now < self.deadline {
             return;
         }

@@ -6,7 +6,7 @@
 //! ready, takes every waiting connection at once, and gives each a state machine.
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr};
+use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::time::Duration;
 
 use log::{debug, error, info, trace, warn};
@@ -14,7 +14,7 @@ use mio::net::TcpStream;
 use mio::{Interest, Token};
 
 use crate::io_errors::{accept_aborted, accept_must_wait, interrupted, out_of_fds, would_block};
-use crate::protocol::conn::{Connection, ERR_SERVER_BUSY};
+use crate::protocol::conn::{Connection, ERR_SERVER_BUSY, ERR_TOO_MANY_FROM_ADDRESS};
 use crate::reactor::io::Entry;
 use crate::reactor::server::Server;
 use crate::reactor::timers::Tick;
@@ -129,7 +129,21 @@ impl Server {
     /// send the banner at once (a new socket is writable; no need to wait for the event).
     fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr) {
         if self.conns.len() >= self.max_connections {
-            self.refuse_busy(stream, peer);
+            self.stats.refused_busy += 1;
+            info!(
+                "refused {peer}: server busy ({} connections)",
+                self.conns.len()
+            );
+            self.refuse(stream, ERR_SERVER_BUSY);
+            return;
+        }
+        // Behind a proxy the socket's address is the proxy's: we count the client once
+        // its PROXY header names it (see `Server::count_address`).
+        let counted = !self.rules.proxy_protocol && self.max_per_ip.is_some();
+        if counted && !self.count_address(peer.ip()) {
+            self.stats.refused_per_ip += 1;
+            info!("refused {peer}: too many connections from its address");
+            self.refuse(stream, ERR_TOO_MANY_FROM_ADDRESS);
             return;
         }
         set_socket_options(&stream, peer);
@@ -165,6 +179,8 @@ impl Server {
             owed: false,
             fin_sent: false,
             active: false,
+            wrote: false,
+            counted,
             serial: self.next_serial,
             armed: Tick::NEVER,
             peer,
@@ -175,19 +191,38 @@ impl Server {
         self.visit(key);
     }
 
-    /// Over `--max-connections`: tell the client and close, without giving it a slot.
-    fn refuse_busy(&mut self, mut stream: TcpStream, peer: SocketAddr) {
-        self.stats.refused_busy += 1;
-        info!(
-            "refused {peer}: server busy ({} connections)",
-            self.conns.len()
-        );
+    /// One more connection from `ip`, if `--max-per-ip` allows it: true when counted.
+    pub(super) fn count_address(&mut self, ip: IpAddr) -> bool {
+        let Some(max) = self.max_per_ip else {
+            return true;
+        };
+        let n = self.per_ip.entry(ip).or_insert(0);
+        if *n >= max {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    /// A counted connection from `ip` closed.
+    pub(super) fn uncount_address(&mut self, ip: IpAddr) {
+        if let Some(n) = self.per_ip.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                // Forget the address: the map holds only addresses with connections.
+                self.per_ip.remove(&ip);
+            }
+        }
+    }
+
+    /// Tells a client why it is turned away and closes, without giving it a slot.
+    fn refuse(&mut self, mut stream: TcpStream, message: &[u8]) {
         // A fresh socket's send buffer is empty, so this short write cannot block.
         // Then FIN, and close. Closing with unread input would send a RST instead,
         // which can destroy the message before the client reads it, so we first
         // drop whatever the client already sent (one read; a slot for a proper
         // linger is exactly what we do not have).
-        let _ = stream.write(ERR_SERVER_BUSY);
+        let _ = stream.write(message);
         let _ = stream.shutdown(Shutdown::Write);
         let _ = stream.read(&mut self.scratch);
     }

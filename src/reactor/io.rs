@@ -53,6 +53,10 @@ pub struct Entry {
     pub fin_sent: bool,
     /// Bytes moved during the current visit (reported to the state machine as activity).
     pub active: bool,
+    /// The socket took output during the current visit (progress for `--send-timeout`).
+    pub wrote: bool,
+    /// Counted under its address for `--max-per-ip` (uncounted when it closes).
+    pub counted: bool,
     /// Unique for the life of the process, to tell a reused slab key from the old one.
     pub serial: u64,
     /// The deadline of this connection's one live entry in the timer heap (`NEVER`: none).
@@ -153,6 +157,7 @@ pub fn write_out(entry: &mut Entry, rules: &Rules, stats: &mut Stats) {
                 entry.bytes_out += n as u64;
                 stats.bytes_out += n as u64;
                 entry.active = true;
+                entry.wrote = n > 0;
                 // A short write means the send buffer is full: the next write would
                 // fail, and a writable edge will come when there is room again.
                 if n < len {

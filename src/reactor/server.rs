@@ -24,8 +24,9 @@
 //! Connections close in exactly one place, `Server::reap`, at the end of an event batch
 //! (see [`crate::reactor::slots`] for why not earlier).
 
+use std::collections::HashMap;
 use std::io;
-use std::net::{Shutdown, SocketAddr};
+use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::time::{Duration, Instant};
 
 use log::{debug, info, trace, warn};
@@ -36,7 +37,7 @@ use signal_hook_mio::v1_0::Signals;
 
 use crate::config::Config;
 use crate::io_errors::interrupted;
-use crate::protocol::conn::{CloseReason, Rules, State};
+use crate::protocol::conn::{CloseReason, Rules, State, ERR_TOO_MANY_FROM_ADDRESS};
 use crate::protocol::proxy::Source;
 use crate::reactor::alarm::Alarm;
 use crate::reactor::io::{transfer, Entry};
@@ -87,6 +88,10 @@ pub struct Server {
     pub(super) rules: Rules,
     /// Clients served at once (after clamping to the fd limit).
     pub(super) max_connections: usize,
+    /// `--max-per-ip`.
+    pub(super) max_per_ip: Option<usize>,
+    /// Connections per client address, with `--max-per-ip` (only addresses with some).
+    pub(super) per_ip: HashMap<IpAddr, usize>,
     /// `--drain-timeout`.
     drain_timeout: Duration,
     /// The shared read buffer.
@@ -174,6 +179,8 @@ impl Server {
             conns: Slots::new(),
             rules: Rules::from_config(config),
             max_connections: super::accept::clamp_to_fd_limit(config.max_connections),
+            max_per_ip: config.max_per_ip,
+            per_ip: HashMap::new(),
             drain_timeout: config.drain_timeout,
             scratch: vec![0; SCRATCH_SIZE].into_boxed_slice(),
             replies: Vec::new(),
@@ -341,6 +348,10 @@ impl Server {
         if std::mem::take(&mut entry.active) {
             entry.conn.handle_activity(&self.rules, self.tick);
         }
+        let wrote = std::mem::take(&mut entry.wrote);
+        entry
+            .conn
+            .handle_output_progress(&self.rules, self.tick, wrote);
         if more && !entry.owed {
             // Used its fair share with data still waiting: come back next turn.
             entry.owed = true;
@@ -348,7 +359,13 @@ impl Server {
         }
         if let Some(source) = entry.conn.take_proxied_source() {
             log_proxied_client(entry, source);
+            if self.max_per_ip.is_some() {
+                self.count_proxied_client(key);
+            }
         }
+        let Some(entry) = self.conns.get_mut(key) else {
+            return;
+        };
         if entry.conn.state() == State::Lingering && !entry.fin_sent {
             // All replies are out: send our FIN now, then wait (bounded) for theirs.
             entry.fin_sent = true;
@@ -362,6 +379,37 @@ impl Server {
             self.conns.retire(key);
         } else {
             arm_timer(&mut self.timers, key, entry);
+        }
+    }
+
+    /// `--max-per-ip` behind a proxy: the PROXY header just named the client; count it
+    /// under its real address, or refuse it.
+    fn count_proxied_client(&mut self, key: usize) {
+        let Some(ip) = self.conns.get_mut(key).map(|e| e.peer.ip()) else {
+            return;
+        };
+        let counted = self.count_address(ip);
+        let Some(entry) = self.conns.get_mut(key) else {
+            return;
+        };
+        if counted {
+            entry.counted = true;
+        } else {
+            info!(
+                "refused {}: too many connections from its address",
+                entry.peer
+            );
+            entry
+                .conn
+                .refuse(ERR_TOO_MANY_FROM_ADDRESS, CloseReason::TooManyFromAddress);
+            // The refusal is queued: send it now (the socket is writable, or will say).
+            transfer(
+                entry,
+                &self.rules,
+                &mut self.scratch,
+                &mut self.stats,
+                false,
+            );
         }
     }
 
@@ -524,9 +572,13 @@ impl Server {
     /// are deregistered and dropped and slab keys are freed.
     fn reap(&mut self) {
         let mut closed = 0;
+        let mut uncount = Vec::new();
         let (poll, stats) = (&self.poll, &mut self.stats);
         self.conns.reap(|_, mut entry| {
             closed += 1;
+            if entry.counted {
+                uncount.push(entry.peer.ip());
+            }
             let reason = entry.conn.close_reason().unwrap_or(CloseReason::Error);
             stats.count_close(reason);
             debug!(
@@ -539,6 +591,9 @@ impl Server {
             let _ = poll.registry().deregister(&mut entry.stream);
             // Dropping the stream closes the socket.
         });
+        for ip in uncount {
+            self.uncount_address(ip);
+        }
         if closed > 0 {
             self.status_changed();
             self.sweep_stale_timers();

@@ -12,6 +12,8 @@ pub struct Stats {
     pub accepted: u64,
     /// Connections turned away with `ERR server busy`.
     pub refused_busy: u64,
+    /// Connections turned away by `--max-per-ip` before they had a slot.
+    pub refused_per_ip: u64,
     /// Times `accept` had to wait for descriptors or kernel memory (one per episode).
     pub out_of_fds_episodes: u64,
     /// Connections closed, by reason (indexed like [`CloseReason::ALL`]).
@@ -57,8 +59,8 @@ impl fmt::Display for Summary<'_> {
         let s = self.stats;
         write!(
             f,
-            "stats: accepted={} active={} refused_busy={} closed:",
-            s.accepted, self.active, s.refused_busy
+            "stats: accepted={} active={} refused_busy={} refused_per_ip={} closed:",
+            s.accepted, self.active, s.refused_busy, s.refused_per_ip
         )?;
         for (reason, n) in CloseReason::ALL.iter().zip(s.closed) {
             write!(f, " {}={}", reason.name(), n)?;

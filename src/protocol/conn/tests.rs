@@ -688,3 +688,53 @@ proptest! {
         prop_assert_eq!(got, expected(&p, &input, eof));
     }
 }
+
+mod send_timeout {
+    use super::*;
+    use crate::protocol::tick::Tick;
+    use std::time::Duration;
+
+    /// Pending output starts the send clock; progress restarts it; a client that takes
+    /// nothing for the send timeout is closed, however active its input.
+    #[test]
+    fn output_that_makes_no_progress_closes_the_connection() {
+        let p = Rules {
+            send_timeout: Some(Duration::from_secs(60)),
+            ..proto()
+        };
+        let t0 = Tick::from_millis(0);
+        let (_, mut c) = run(&p, &[], false);
+        c.handle_output_progress(&p, t0, false);
+        assert_eq!(c.poll_timeout(), None, "nothing pending: no send clock");
+        c.handle_input(&p, b"hello\n");
+        c.handle_output_progress(&p, t0, false);
+        let t1 = t0.after(Duration::from_secs(30));
+        c.handle_activity(&p, t1); // reads do not count as progress
+        c.handle_output_progress(&p, t1, false);
+        assert_eq!(c.poll_timeout(), Some(t0.after(Duration::from_secs(60))));
+        // Progress: the socket took a byte.
+        c.advance_output(&p, 1);
+        c.handle_output_progress(&p, t1, true);
+        let due = t1.after(Duration::from_secs(60));
+        assert_eq!(c.poll_timeout(), Some(due));
+        c.handle_timeout(&p, due);
+        assert!(c.is_closed());
+        assert_eq!(c.close_reason(), Some(CloseReason::SendTimeout));
+    }
+
+    /// The reactor's refusal (per-address limit, memory) queues its message behind what
+    /// is pending and then closes.
+    #[test]
+    fn a_refusal_is_queued_behind_pending_output() {
+        let p = proto();
+        let (_, mut c) = run(&p, &[], false);
+        c.handle_input(&p, b"a\nb");
+        c.refuse(ERR_OUT_OF_MEMORY, CloseReason::OutOfMemory);
+        assert_eq!(
+            drain(&p, &mut c),
+            [&b"OK...a\n"[..], ERR_OUT_OF_MEMORY].concat()
+        );
+        assert_eq!(c.state(), State::Lingering);
+        assert_eq!(c.close_reason(), Some(CloseReason::OutOfMemory));
+    }
+}
