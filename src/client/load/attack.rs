@@ -25,8 +25,8 @@
 //!
 //! Whatever happens to attackers is counted here and only here: an attacker
 //! the server refuses or closes is the hardening working, never an error of
-//! the run. Every kind but churn replaces an attacker that closed, so the
-//! pressure stays on for the whole run. Every kind but slow-reader reads what
+//! the run. Every kind replaces an attacker that is gone, so the pressure
+//! stays on for the whole run. Every kind but slow-reader reads what
 //! the server sends (a few bytes of banner, which fit in any socket buffer, so
 //! the server cannot tell), to learn its first `ERR` line: that is how we
 //! count refusals (`ERR server busy`, `ERR line too long`, `ERR idle timeout`,
@@ -61,10 +61,22 @@ pub const TOKEN_BASE: usize = 1 << (usize::BITS - 1);
 /// hundred tries a second, not a spinning loop.
 const RETRY_PAUSE: Duration = Duration::from_millis(10);
 
-/// A slow reader asks for a tiny receive buffer: the server's replies back up
-/// sooner, and the attack costs the attacker's machine less memory. (Linux
-/// doubles the value and applies its own minimum.)
+/// A slow reader asks for a tiny receive buffer, so the server's replies back
+/// up sooner, and a small send buffer, so the bytes it has sent wait in the
+/// server's buffers rather than in its own: the attack costs the attacker
+/// little. (Linux doubles these values and applies its own minimum; without
+/// them, loopback's autotuning gives each socket megabytes.)
 const SLOW_READER_RCVBUF: usize = 4096;
+/// See [`SLOW_READER_RCVBUF`].
+const SLOW_READER_SNDBUF: usize = 16 * 1024;
+
+/// A slow reader's segment size: Ethernet's. Loopback's own (about 64 KiB)
+/// makes the kernel grow each socket's buffers to megabytes, so a few hundred
+/// slow readers would fill the whole machine's TCP memory (`tcp_mem`) with
+/// bytes no remote attacker could have parked there; with the segments of a
+/// real network path the server's buffers grow as they would for a remote
+/// client.
+const SLOW_READER_MSS: u32 = 1460;
 
 /// We keep this much of a line the server sent: enough for any `ERR` text.
 const LINE_KEPT: usize = 80;
@@ -343,7 +355,7 @@ impl Attack {
         [deadline, drip, pause].into_iter().flatten().min()
     }
 
-    /// The run is over: close every attacker, with a reset (see [`close`]).
+    /// The run is over: close every attacker, with a reset (see `close`).
     pub fn stop(&mut self) {
         self.stopped = true;
         self.up_at_end = self.stats.up;
@@ -620,6 +632,8 @@ fn start_connect(
     socket.set_nonblocking(true)?;
     if kind == AttackKind::SlowReader {
         socket.set_recv_buffer_size(SLOW_READER_RCVBUF)?;
+        socket.set_send_buffer_size(SLOW_READER_SNDBUF)?;
+        socket.set_mss(SLOW_READER_MSS)?;
     }
     if let Some(source) = source {
         socket.bind(&SockAddr::from(SocketAddr::new(source, 0)))?;
