@@ -12,6 +12,7 @@ use std::time::Duration;
 use lexopt::prelude::*;
 
 use super::escape::unescape;
+use super::load::attack::{AttackKind, AttackOptions};
 use super::load::source::SourceRange;
 use super::load::LoadOptions;
 use super::session::SessionOptions;
@@ -50,6 +51,19 @@ Load options:
   --connect-timeout SECS  give up on a handshake after SECS [10]
   --drain SECS            wait for last replies after the run [2]
   --json                  end stdout with a one-line JSON summary
+
+Attack options (loopback targets only; attackers never count as errors):
+  --attack KIND           run hostile connections beside the measured ones:
+                          slowloris    a byte every interval, a line that never ends
+                          slow-reader  lines as fast as taken, replies never read
+                          churn        connect, read the banner, close, again
+                          flood        all at once, held silent, re-opened if closed
+                          oversized    one line over the server's max-line each
+  --attackers N           hostile connections (churn: cycles in flight) [100]
+  --attack-interval SECS  slowloris: time between two bytes [10]
+  --attack-line-bytes L   oversized: bytes per line [70000]
+  --attack-no-banner      churn: close at connect, without the banner
+  --attack-source A[-B]   bind the attackers to local addresses A..B
 
 Exit status: 0 ok, 1 runtime error (or load errors), 2 bad command line.";
 
@@ -128,7 +142,15 @@ fn parse_load(args: impl Iterator<Item = OsString>) -> Result<Command, lexopt::E
     let mut parser = lexopt::Parser::from_args(args);
     let mut o = LoadOptions::default();
     let mut target = None;
+    // The attack's options may come before `--attack` names the kind.
+    let mut attack = AttackOptions::new(AttackKind::Slowloris);
+    let (mut kind, mut attack_flag) = (None, None);
     while let Some(arg) = parser.next()? {
+        if let Long(name) = arg {
+            if name.starts_with("attack") && name != "attack" {
+                attack_flag = Some(format!("--{name}"));
+            }
+        }
         match arg {
             Short('c') | Long("connections") => o.connections = num(&mut parser, "--connections")?,
             Short('d') | Long("duration") => o.duration = seconds(parser.value()?, "--duration")?,
@@ -154,12 +176,32 @@ fn parse_load(args: impl Iterator<Item = OsString>) -> Result<Command, lexopt::E
             }
             Long("drain") => o.drain = seconds(parser.value()?, "--drain")?,
             Long("json") => o.json = true,
+            Long("attack") => kind = Some(AttackKind::parse(&parser.value()?.string()?)?),
+            Long("attackers") => attack.attackers = num(&mut parser, "--attackers")?,
+            Long("attack-interval") => {
+                attack.interval = seconds(parser.value()?, "--attack-interval")?;
+            }
+            Long("attack-line-bytes") => {
+                attack.line_bytes = num(&mut parser, "--attack-line-bytes")?;
+            }
+            Long("attack-no-banner") => attack.no_banner = true,
+            Long("attack-source") => {
+                let text = parser.value()?.string()?;
+                let range =
+                    SourceRange::parse(&text).map_err(|e| format!("--attack-source: {e}"))?;
+                attack.source = Some(range);
+            }
             Short('h') | Long("help") => return Ok(Command::Help),
             Value(value) if target.is_none() => target = Some(value.string()?),
             _ => return Err(arg.unexpected()),
         }
     }
     o.target = target.ok_or("load needs the server address, HOST:PORT")?;
+    match (kind, attack_flag) {
+        (Some(kind), _) => o.attack = Some(Box::new(AttackOptions { kind, ..attack })),
+        (None, Some(flag)) => return Err(format!("{flag} needs --attack KIND").into()),
+        (None, None) => {}
+    }
     check_load(&o)?;
     Ok(Command::Load(o))
 }
@@ -180,6 +222,17 @@ fn check_load(o: &LoadOptions) -> Result<(), String> {
     }
     if o.connect_timeout.is_zero() {
         return Err("--connect-timeout must be more than 0".into());
+    }
+    if let Some(attack) = &o.attack {
+        if attack.attackers == 0 {
+            return Err("--attackers must be at least 1".into());
+        }
+        if attack.interval.is_zero() {
+            return Err("--attack-interval must be more than 0".into());
+        }
+        if attack.line_bytes == 0 {
+            return Err("--attack-line-bytes must be at least 1 (the newline)".into());
+        }
     }
     Ok(())
 }
@@ -311,6 +364,24 @@ mod tests {
             &["load", "127.0.0.1:1", "--pipeline", "0"],
             &["load", "127.0.0.1:1", "--source", "1.2.3.4-::1"],
             &["load", "127.0.0.1:1", "--rate", "0"],
+            &["load", "127.0.0.1:1", "--attack", "ddos"],
+            &["load", "127.0.0.1:1", "--attackers", "5"],
+            &[
+                "load",
+                "127.0.0.1:1",
+                "--attack",
+                "flood",
+                "--attackers",
+                "0",
+            ],
+            &[
+                "load",
+                "127.0.0.1:1",
+                "--attack",
+                "slowloris",
+                "--attack-interval",
+                "0",
+            ],
         ] {
             let err = parse(args(bad)).expect_err(&format!("{bad:?}"));
             assert!(!err.is_empty() && !err.contains('\n'), "{bad:?}: {err}");
@@ -346,6 +417,35 @@ mod tests {
         assert!(o.json);
         assert_eq!(o.banner.as_deref(), Some(&b"Hi\n"[..]));
         assert_eq!(o.prefix, b"OK...");
+    }
+
+    #[test]
+    fn attack_options() {
+        assert!(load(&["load", "127.0.0.1:1"]).attack.is_none());
+        let o = load(&[
+            "load",
+            "127.0.0.1:8888",
+            "--attackers",
+            "5000",
+            "--attack",
+            "slowloris",
+            "--attack-interval",
+            "2.5",
+            "--attack-source",
+            "127.0.0.2",
+        ]);
+        let a = o.attack.expect("an attack");
+        assert_eq!((a.kind, a.attackers), (AttackKind::Slowloris, 5000));
+        assert_eq!(a.interval, Duration::from_millis(2500));
+        assert_eq!(a.source.unwrap().nth(0).to_string(), "127.0.0.2");
+        let a = load(&["load", "127.0.0.1:1", "--attack", "oversized"]).attack;
+        let a = a.expect("an attack");
+        assert_eq!(
+            (a.attackers, a.line_bytes, a.no_banner),
+            (100, 70_000, false)
+        );
+        let a = load(&["load", "[::1]:1", "--attack", "churn", "--attack-no-banner"]).attack;
+        assert!(a.expect("an attack").no_banner);
     }
 
     #[test]

@@ -21,7 +21,12 @@
 //!
 //! With `--idle` the connections read their banner and then say nothing; the
 //! hold time starts once every connection is up (or has failed).
+//!
+//! With `--attack KIND` hostile connections ([`attack`]) run in the same loop
+//! beside the measured ones, from the moment those are up until the sending
+//! time is over; they are counted apart and never make the run fail.
 
+pub mod attack;
 pub mod checker;
 pub mod conn;
 pub mod pace;
@@ -37,6 +42,7 @@ use mio::event::Event;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
+use self::attack::{Attack, AttackOptions, TOKEN_BASE};
 use self::checker::{Mismatch, ReplyChecker, Where};
 use self::conn::{Conn, End, Phase};
 use self::pace::TokenBucket;
@@ -83,6 +89,9 @@ pub struct LoadOptions {
     pub drain: Duration,
     /// Print the JSON summary line.
     pub json: bool,
+    /// Hostile connections to run beside the measured ones (boxed: they are
+    /// rarely asked for, and would double the size of every `LoadOptions`).
+    pub attack: Option<Box<AttackOptions>>,
 }
 
 impl Default for LoadOptions {
@@ -103,6 +112,7 @@ impl Default for LoadOptions {
             connect_timeout: Duration::from_secs(10),
             drain: Duration::from_secs(2),
             json: false,
+            attack: None,
         }
     }
 }
@@ -120,8 +130,16 @@ pub fn run(opts: &LoadOptions) -> Result<Summary, Fatal> {
             )));
         }
     }
-    raise_fd_limit(opts.connections);
+    if let Some(attack) = &opts.attack {
+        check_attack_target(attack, addr)?;
+    }
+    let attackers = opts.attack.as_ref().map_or(0, |a| a.attackers);
+    raise_fd_limit(opts.connections + attackers);
     let mut generator = Generator::new(opts, addr)?;
+    if let Some(attack) = &opts.attack {
+        let allowed = attackers_allowed(opts.connections, attackers);
+        generator.attack = Some(Attack::new(attack, allowed, addr, opts.connect_timeout));
+    }
     let elapsed = generator.run()?;
     let setup = Setup {
         target: opts.target.clone(),
@@ -131,7 +149,47 @@ pub fn run(opts: &LoadOptions) -> Result<Summary, Fatal> {
         pipeline: opts.pipeline,
         idle: opts.idle,
     };
-    Ok(generator.stats.summary(setup, elapsed))
+    let summary = generator.stats.summary(setup, elapsed);
+    Ok(match &generator.attack {
+        Some(attack) => summary.with_attack(attack.summary()),
+        None => summary,
+    })
+}
+
+/// Attacks go to this machine only: the point is to measure our own server,
+/// and a tool that opened ten thousand hostile connections to any address it
+/// was given would be a weapon, not a measuring instrument.
+fn check_attack_target(attack: &AttackOptions, addr: SocketAddr) -> Result<(), Fatal> {
+    if !addr.ip().is_loopback() {
+        return Err(Fatal(format!(
+            "--attack runs against a loopback address only (127.0.0.0/8, ::1), not {addr}"
+        )));
+    }
+    if let Some(source) = &attack.source {
+        let (first, last) = (source.nth(0), source.nth(source.len() as u64 - 1));
+        if source.is_ipv4() != addr.is_ipv4() || !first.is_loopback() || !last.is_loopback() {
+            return Err(Fatal(format!(
+                "--attack-source must be loopback addresses of the target's family ({addr})"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// How many attackers the open-file limit leaves room for, beside the
+/// measured connections and a few descriptors of our own. When that is
+/// fewer than asked we say so now, and the report shows both numbers.
+fn attackers_allowed(connections: usize, attackers: usize) -> usize {
+    let limit = rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(u64::MAX, |(soft, _)| soft);
+    let room = usize::try_from(limit)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(connections + 64);
+    if room < attackers {
+        eprintln!(
+            "echoc: open file limit {limit}: {room} attackers instead of {attackers} (raise it with ulimit -n)"
+        );
+    }
+    room.min(attackers)
 }
 
 /// Each connection needs a file descriptor, and the usual soft limit (1024)
@@ -168,6 +226,8 @@ struct Generator<'o> {
     waiting: VecDeque<(usize, u64)>,
     /// The run is over: no more lines, no more connections.
     draining: bool,
+    /// The hostile connections, with `--attack`.
+    attack: Option<Attack>,
 }
 
 /// A connection's mio token is its slab key. Slab keys are reused once a
@@ -197,6 +257,7 @@ impl<'o> Generator<'o> {
             line_pace: opts.rate.map(|r| TokenBucket::new(r, now)),
             waiting: VecDeque::new(),
             draining: false,
+            attack: None,
         })
     }
 
@@ -213,8 +274,15 @@ impl<'o> Generator<'o> {
             self.open_connections(now);
             self.expire_connects(now);
             self.serve_waiting(now);
-            if stop_at.is_none() && self.to_open == 0 && self.connecting == 0 {
+            let all_up = self.to_open == 0 && self.connecting == 0;
+            if stop_at.is_none() && all_up {
                 stop_at = Some(now + self.opts.duration);
+            }
+            if let Some(attack) = &mut self.attack {
+                if all_up {
+                    attack.start();
+                }
+                attack.tick(self.poll.registry(), &mut self.buf, now);
             }
             // Every connection has failed and none are left to open: there
             // is nothing to wait for.
@@ -264,6 +332,9 @@ impl<'o> Generator<'o> {
             if let Some(pace) = &mut self.line_pace {
                 wake = wake.min(now + pace.wait(now));
             }
+        }
+        if let Some(attack_wake) = self.attack.as_ref().and_then(Attack::next_wake) {
+            wake = wake.min(attack_wake);
         }
         wake
     }
@@ -358,6 +429,12 @@ impl<'o> Generator<'o> {
     /// failed earlier in this batch, and its key may even be reused); that is
     /// harmless, since a spurious readiness only costs a `WouldBlock`.
     fn on_event(&mut self, event: &Event, now: Instant) {
+        if event.token().0 >= TOKEN_BASE {
+            if let Some(attack) = &mut self.attack {
+                attack.on_event(event, &mut self.buf, now);
+            }
+            return;
+        }
         let key = event.token().0;
         let Some(conn) = self.conns.get_mut(key) else {
             return;
@@ -514,6 +591,9 @@ impl<'o> Generator<'o> {
     /// The run is over: stop opening and sending, and half-close every live
     /// connection so the server answers what it has and closes.
     fn stop(&mut self) {
+        if let Some(attack) = &mut self.attack {
+            attack.stop();
+        }
         self.draining = true;
         self.to_open = 0;
         self.waiting.clear();

@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
+use super::attack::AttackSummary;
+
 /// The kinds of error the load generator tells apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
@@ -145,6 +147,7 @@ impl Stats {
             } else {
                 self.latency.max()
             },
+            attack: None,
         }
     }
 }
@@ -180,9 +183,17 @@ pub struct Summary {
     p99: u64,
     p999: u64,
     max: u64,
+    attack: Option<AttackSummary>,
 }
 
 impl Summary {
+    /// Adds the attack's lines (`--attack`); the measured clients' part,
+    /// and the exit code, stay as they are.
+    pub fn with_attack(mut self, attack: AttackSummary) -> Summary {
+        self.attack = Some(attack);
+        self
+    }
+
     /// Errors of all kinds; non-zero makes the exit code 1.
     pub fn total_errors(&self) -> u64 {
         self.errors.iter().sum()
@@ -243,6 +254,9 @@ impl Summary {
                 let _ = writeln!(out, "    first {}: {first}", kind.name());
             }
         }
+        if let Some(attack) = &self.attack {
+            out.push_str(&attack.text());
+        }
         out
     }
 
@@ -271,7 +285,7 @@ impl Summary {
                 "{{\"connections\":{},\"connected_peak\":{},\"opened\":{},",
                 "\"duration_s\":{:.3},\"replies\":{},\"replies_per_s\":{:.1},",
                 "\"errors\":{},\"errors_by_kind\":{{{}}},",
-                "\"latency_us\":{{\"p50\":{},\"p99\":{},\"p999\":{},\"max\":{}}}}}"
+                "\"latency_us\":{{\"p50\":{},\"p99\":{},\"p999\":{},\"max\":{}}}{}}}"
             ),
             self.setup.connections,
             self.peak_up,
@@ -284,7 +298,10 @@ impl Summary {
             self.p50,
             self.p99,
             self.p999,
-            self.max
+            self.max,
+            self.attack
+                .as_ref()
+                .map_or(String::new(), |a| format!(",\"attack\":{}", a.json()))
         )
     }
 }
