@@ -64,6 +64,8 @@ pub struct Config {
     pub send_timeout: Option<Duration>,
     /// At most this many connections from one address (`None`: no limit).
     pub max_per_ip: Option<usize>,
+    /// All connection buffers together, in bytes (see `reactor::memory`).
+    pub max_memory: usize,
     /// Log level from `--log-level`; `None` means "use `RUST_LOG`, else info".
     pub log_level: Option<log::LevelFilter>,
     /// Set `SO_REUSEPORT` so several echod processes share a port (`--reuse-port`).
@@ -88,6 +90,7 @@ impl Default for Config {
             drain_timeout: Duration::from_secs(5),
             send_timeout: Some(Duration::from_secs(60)),
             max_per_ip: None,
+            max_memory: 256 << 20,
             log_level: None,
             reuse_port: false,
             proxy_protocol: false,
@@ -126,6 +129,12 @@ impl From<lexopt::Error> for ArgError {
 /// small enough that adding a line to it, or doubling it, can never overflow.
 pub const MAX_BUFFER: usize = 1 << 30;
 
+/// The smallest `--max-memory`: 1 MiB, a few clients' worth.
+pub const MIN_MEMORY: usize = 1 << 20;
+
+/// The largest `--max-memory`: 1 TiB.
+pub const MAX_MEMORY: usize = 1 << 40;
+
 /// The largest `--max-connections`. The fd limit lowers it further at start-up.
 pub const MAX_CONNECTIONS: usize = 10_000_000;
 
@@ -161,6 +170,8 @@ Options:
   --send-timeout SECS    close clients whose replies make no progress this long,
                          0 = never [{send}]
   --max-per-ip N         connections from one address, 0 = no limit [0]
+  --max-memory BYTES     all client buffers together; over it the largest clients
+                         stop being read, then are closed [{max_memory}]
   --reuse-port           SO_REUSEPORT: several echod processes share the port
   --proxy-protocol       expect a PROXY protocol v1/v2 header first (behind HAProxy)
   --log-level LEVEL      error|warn|info|debug|trace [info, or RUST_LOG]
@@ -178,6 +189,7 @@ Options:
         idle = d.idle_timeout.map_or(0, |t| t.as_secs()),
         drain = d.drain_timeout.as_secs(),
         send = d.send_timeout.map_or(0, |t| t.as_secs()),
+        max_memory = d.max_memory,
     )
 }
 
@@ -232,6 +244,9 @@ where
             Long("send-timeout") => {
                 let secs: u64 = number(&mut parser, "--send-timeout", 0..=MAX_TIMEOUT_SECS)?;
                 config.send_timeout = (secs > 0).then(|| Duration::from_secs(secs));
+            }
+            Long("max-memory") => {
+                config.max_memory = number(&mut parser, "--max-memory", MIN_MEMORY..=MAX_MEMORY)?
             }
             Long("max-per-ip") => {
                 let n: usize = number(&mut parser, "--max-per-ip", 0..=MAX_CONNECTIONS)?;

@@ -167,3 +167,66 @@ fn send_timeout_closes_a_client_that_never_reads() {
     echod.expect_log("send_timeout");
     assert_echoes(&mut good, &["unaffected"]);
 }
+
+/// `--max-memory 1 MiB` with clients that send far more than they read: the largest
+/// are paused, then closed with `ERR out of memory` (after every reply they had
+/// queued), while a well-behaved client keeps being served.
+#[test]
+fn max_memory_pauses_then_evicts_the_largest_clients() {
+    let echod = Echod::start(&["--max-memory", "1048576", "--log-level", "debug"]);
+    let mut good = echod.connect_greeted();
+    let line = [b'y'; 1023]
+        .iter()
+        .chain(b"\n")
+        .copied()
+        .collect::<Vec<u8>>();
+    let mut hogs: Vec<TcpStream> = (0..24).map(|_| connect_small(echod.addr)).collect();
+    for hog in &mut hogs {
+        hog.set_write_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        // Until the server stops reading us: our replies fill its buffers.
+        for _ in 0..8192 {
+            if hog.write_all(&line).is_err() {
+                break;
+            }
+        }
+    }
+    echod.expect_log("over --max-memory");
+    assert_echoes(&mut good, &["served while others are paused"]);
+    echod.expect_log("(out of memory)");
+    assert_echoes(&mut good, &["served after the eviction"]);
+    let mut evicted = 0;
+    for hog in &mut hogs {
+        hog.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = vec![0; 1 << 16];
+        while let Ok(n) = std::io::Read::read(hog, &mut buf) {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        if got.ends_with(b"ERR out of memory\n") {
+            evicted += 1;
+        }
+    }
+    assert!(evicted > 0, "no client was told it was out of memory");
+    let rss_kb = echod.proc_status("VmRSS");
+    assert!(rss_kb < 64 * 1024, "RSS {rss_kb} kB");
+}
+
+/// A client with tiny socket buffers, so that what it does not read backs up into the
+/// server's own buffers quickly instead of into the kernel's.
+fn connect_small(addr: std::net::SocketAddr) -> TcpStream {
+    let socket = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )
+    .unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.set_send_buffer_size(4096).unwrap();
+    socket.connect(&addr.into()).unwrap();
+    socket.into()
+}

@@ -317,6 +317,12 @@ impl Connection {
         self.input.len() + self.pending()
     }
 
+    /// The heap memory this connection holds: the capacity of its buffers (what
+    /// `--max-memory` counts; a buffer's capacity, not its length, is what it costs).
+    pub fn capacity(&self) -> usize {
+        self.input.capacity() + self.output.capacity()
+    }
+
     /// True when the reactor should read from the socket. False while replies pile up
     /// (backpressure) and once input has ended. Reading resumes when
     /// [`Connection::advance_output`] makes room: the reactor must then read on its own,

@@ -181,6 +181,8 @@ impl Server {
             active: false,
             wrote: false,
             counted,
+            paused: false,
+            charged: 0,
             serial: self.next_serial,
             armed: Tick::NEVER,
             peer,

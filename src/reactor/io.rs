@@ -57,6 +57,10 @@ pub struct Entry {
     pub wrote: bool,
     /// Counted under its address for `--max-per-ip` (uncounted when it closes).
     pub counted: bool,
+    /// Not read from while all buffers together are over `--max-memory`.
+    pub paused: bool,
+    /// The buffer capacity this connection is counted for in the loop's memory total.
+    pub charged: usize,
     /// Unique for the life of the process, to tell a reused slab key from the old one.
     pub serial: u64,
     /// The deadline of this connection's one live entry in the timer heap (`NEVER`: none).
@@ -82,7 +86,7 @@ pub fn transfer(
 ) -> bool {
     let mut reads = 0;
     loop {
-        while entry.can_read && entry.conn.wants_read(rules) && reads < READS_PER_VISIT {
+        while entry.can_read && wants_read(entry, rules) && reads < READS_PER_VISIT {
             reads += 1;
             read_once(entry, rules, scratch, stats);
         }
@@ -94,11 +98,17 @@ pub fn transfer(
             return false; // A read failed: nothing more can be sent.
         }
         write_out(entry, rules, stats);
-        let more = entry.can_read && entry.conn.wants_read(rules);
+        let more = entry.can_read && wants_read(entry, rules);
         if !more || reads >= READS_PER_VISIT {
             return more;
         }
     }
+}
+
+/// May we read for this connection now? Its state machine decides, unless the loop
+/// paused it to stay under `--max-memory`.
+fn wants_read(entry: &Entry, rules: &Rules) -> bool {
+    !entry.paused && entry.conn.wants_read(rules)
 }
 
 /// Reads once from the socket into the scratch buffer and feeds the state machine.

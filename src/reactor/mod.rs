@@ -7,6 +7,7 @@
 //! - [`accept`]: accepting connections, turning away the ones over the limit.
 //! - [`io`]: moving bytes between a socket and its state machine (read/write until
 //!   `WouldBlock`), and what the loop keeps per connection.
+//! - [`memory`]: `--max-memory`: pause, then evict, the largest clients.
 //! - [`listen`]: listening sockets (a real `listen()` backlog, or inherited from systemd).
 //! - [`alarm`]: the loop's alarm clock for the nearest deadline.
 //! - [`timers`]: the deadlines, as a lazily re-armed heap (no wakeups while idle).
@@ -17,6 +18,7 @@ pub mod accept;
 pub mod alarm;
 pub mod io;
 pub mod listen;
+pub mod memory;
 pub mod server;
 pub mod slots;
 pub mod stats;

@@ -42,6 +42,7 @@ use crate::protocol::proxy::Source;
 use crate::reactor::alarm::Alarm;
 use crate::reactor::io::{transfer, Entry};
 use crate::reactor::listen;
+use crate::reactor::memory::Memory;
 use crate::reactor::slots::Slots;
 use crate::reactor::stats::Stats;
 use crate::reactor::timers::{Clock, Tick, Timers};
@@ -90,6 +91,10 @@ pub struct Server {
     pub(super) max_connections: usize,
     /// `--max-per-ip`.
     pub(super) max_per_ip: Option<usize>,
+    /// `--max-memory`.
+    pub(super) max_memory: usize,
+    /// All connection buffers together, and the pressure they are under.
+    pub(super) memory: Memory,
     /// Connections per client address, with `--max-per-ip` (only addresses with some).
     pub(super) per_ip: HashMap<IpAddr, usize>,
     /// `--drain-timeout`.
@@ -109,7 +114,7 @@ pub struct Server {
     alarm: Alarm,
     /// Connections we owe a visit next turn: the fairness budget stopped their reading
     /// with data still waiting, and no event will come for it.
-    owed: Vec<usize>,
+    pub(super) owed: Vec<usize>,
     /// Counters.
     pub(super) stats: Stats,
     /// Set when SIGINT/SIGTERM started the drain: when it must end.
@@ -180,6 +185,8 @@ impl Server {
             rules: Rules::from_config(config),
             max_connections: super::accept::clamp_to_fd_limit(config.max_connections),
             max_per_ip: config.max_per_ip,
+            max_memory: config.max_memory,
+            memory: Memory::default(),
             per_ip: HashMap::new(),
             drain_timeout: config.drain_timeout,
             scratch: vec![0; SCRATCH_SIZE].into_boxed_slice(),
@@ -275,6 +282,7 @@ impl Server {
         self.serve_owed_listeners(listeners_owed);
         self.expire_timers();
         self.retry_accept_if_due();
+        self.enforce_memory_limit();
         self.reap();
         if self.drain_deadline.is_some() {
             self.close_listeners_if_drained();
@@ -292,6 +300,7 @@ impl Server {
             self.timers.next_deadline().map(|t| self.clock.instant(t)),
             self.drain_deadline,
             self.accept_retry,
+            self.memory_deadline(),
             self.status_due,
         ]
         .into_iter()
@@ -380,6 +389,7 @@ impl Server {
         } else {
             arm_timer(&mut self.timers, key, entry);
         }
+        self.recharge(key);
     }
 
     /// `--max-per-ip` behind a proxy: the PROXY header just named the client; count it
@@ -573,12 +583,13 @@ impl Server {
     fn reap(&mut self) {
         let mut closed = 0;
         let mut uncount = Vec::new();
-        let (poll, stats) = (&self.poll, &mut self.stats);
+        let (poll, stats, memory) = (&self.poll, &mut self.stats, &mut self.memory);
         self.conns.reap(|_, mut entry| {
             closed += 1;
             if entry.counted {
                 uncount.push(entry.peer.ip());
             }
+            memory.total -= entry.charged;
             let reason = entry.conn.close_reason().unwrap_or(CloseReason::Error);
             stats.count_close(reason);
             debug!(
