@@ -363,6 +363,15 @@ impl Connection {
                 self.output = Vec::new();
             }
             self.sent = 0;
+        } else if !self.lent && n > 0 {
+            // The socket took part of it: move the rest to the front. Without this, a
+            // client that keeps sending while reading slowly, so that no write ever
+            // empties the queue, would grow the buffer with every byte ever sent to it
+            // (`--max-pending` bounds only the unsent part). Now the buffer holds only
+            // unsent bytes, so its capacity stays under 2 × (max-pending + one reply).
+            // (A lent buffer needs none of this: it goes back at the end of the visit.)
+            self.output.drain(..self.sent);
+            self.sent = 0;
         }
         // Only a connection that is still answering may answer its backlog: after an
         // error (Closed) or an error message (Flushing) the rest of the input is dropped.

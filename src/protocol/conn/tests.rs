@@ -738,3 +738,38 @@ mod send_timeout {
         assert_eq!(c.close_reason(), Some(CloseReason::OutOfMemory));
     }
 }
+
+mod output_capacity {
+    use super::*;
+
+    /// A client that keeps sending while its socket takes only a fraction of the
+    /// pending output each time, for 100 MB: the output buffer's capacity stays under
+    /// 2 × (max-pending + one reply), and its input under max-line plus one read.
+    #[test]
+    fn slow_partial_writes_never_grow_the_buffers() {
+        let p = small(256, 4096);
+        let mut c = Connection::new(&p);
+        let line: Vec<u8> = (0..99u8).map(|i| b'a' + i % 26).chain([b'\n']).collect();
+        let reply = p.prefix.len() + line.len();
+        let bound = 2 * (p.max_pending + reply);
+        let mut fed = 0usize;
+        let mut sent = 0usize;
+        let mut peak = 0;
+        let mut step = 0usize;
+        while fed < 100 << 20 {
+            while c.wants_read(&p) {
+                c.handle_input(&p, &line.repeat(7));
+                fed += 7 * line.len();
+            }
+            // The socket takes a third of what is pending, rounded by a varying amount.
+            let pending = c.poll_output().len();
+            step += 1;
+            let n = (pending / 3 + step % 17).min(pending);
+            sent += n;
+            c.advance_output(&p, n);
+            peak = peak.max(c.capacity());
+        }
+        assert!(peak < bound, "capacity {peak} >= {bound}");
+        assert!(sent > 90 << 20);
+    }
+}
