@@ -60,6 +60,7 @@ impl Server {
                 Err(e) if interrupted(&e) => continue,
                 Err(e) if out_of_fds(&e) => {
                     if self.accept_retry.is_none() {
+                        self.stats.out_of_fds_episodes += 1;
                         warn!(
                             "out of file descriptors ({e}) with {} connections: \
                              new clients wait in the queue",
@@ -138,6 +139,7 @@ impl Server {
             bytes_out: 0,
         });
         debug_assert_eq!(inserted, key);
+        self.stats.count_open(self.conns.len());
         self.visit(key);
     }
 
