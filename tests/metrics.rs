@@ -455,19 +455,34 @@ impl Prometheus {
         std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
     }
 
-    /// The value of a PromQL query's first result, as Prometheus prints it (`"7"`), or
-    /// `None` while Prometheus is not up or has no result yet.
-    fn query(&self, promql: &str) -> Option<String> {
+    /// The raw answer of the query API to `promql` (`None` while Prometheus is not up).
+    fn api(&self, promql: &str) -> Option<String> {
         let mut s = TcpStream::connect_timeout(&self.addr, TIMEOUT).ok()?;
         s.set_read_timeout(Some(TIMEOUT)).unwrap();
+        // Every byte but the unreserved ones percent-encoded, so any PromQL fits the URL.
+        let encoded: String = promql
+            .bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                    char::from(b).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
         // HTTP/1.0: the answer is not chunked, and the server closes after it.
-        let request = format!("GET /api/v1/query?query={promql} HTTP/1.0\r\n\r\n");
+        let request = format!("GET /api/v1/query?query={encoded} HTTP/1.0\r\n\r\n");
         s.write_all(request.as_bytes()).ok()?;
         let mut raw = Vec::new();
         std::io::Read::read_to_end(&mut s, &mut raw).ok()?;
-        let raw = String::from_utf8_lossy(&raw);
+        Some(String::from_utf8_lossy(&raw).into_owned())
+    }
+
+    /// The value of a PromQL query's first result, as Prometheus prints it (`"7"`), or
+    /// `None` while Prometheus is not up or has no result yet.
+    fn query(&self, promql: &str) -> Option<String> {
         // {"status":"success","data":{"resultType":"vector","result":[{"metric":{},
         //  "value":[1700000000.123,"7"]}]}}
+        let raw = self.api(promql)?;
         let after = raw.split("\"value\":[").nth(1)?;
         let value = after.split(",\"").nth(1)?.split('"').next()?;
         Some(value.to_string())
@@ -503,5 +518,69 @@ fn prometheus_scrapes_echod() {
         last = prometheus.query("sum(echod_connections)");
     }
     assert_eq!(prometheus.query("up").as_deref(), Some("1"));
+    // Every query OPERATIONS.md suggests is valid PromQL over these series.
+    for promql in documented("promql")[0].lines() {
+        let answer = prometheus.api(promql).unwrap_or_default();
+        assert!(
+            answer.contains("\"status\":\"success\""),
+            "{promql}: {answer}"
+        );
+    }
     drop(clients);
+}
+
+/// The fenced code blocks in `lang` of the "Metrics" section of docs/OPERATIONS.md.
+fn documented(lang: &str) -> Vec<String> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/OPERATIONS.md");
+    let doc = std::fs::read_to_string(path).unwrap();
+    let section = doc
+        .split("\n## Metrics\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("a Metrics section in OPERATIONS.md");
+    let fence = format!("```{lang}");
+    let mut blocks = Vec::new();
+    let mut open: Option<String> = None;
+    for line in section.lines() {
+        match open.as_mut() {
+            None if line == fence => open = Some(String::new()),
+            None => {}
+            Some(_) if line == "```" => blocks.extend(open.take()),
+            Some(block) => {
+                block.push_str(line);
+                block.push('\n');
+            }
+        }
+    }
+    assert!(
+        !blocks.is_empty(),
+        "no {fence} block in the Metrics section"
+    );
+    blocks
+}
+
+/// The scrape job and the alert rules that OPERATIONS.md shows pass `promtool check`.
+#[test]
+fn the_documented_scrape_job_and_rules_pass_promtool() {
+    if !have_tool("promtool") {
+        return;
+    }
+    let yaml = documented("yaml");
+    assert_eq!(yaml.len(), 2, "a scrape config, then the rules");
+    let dir = std::env::temp_dir().join(format!("echod-promtool-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (kind, text) in [("config", &yaml[0]), ("rules", &yaml[1])] {
+        let file = dir.join(format!("{kind}.yml"));
+        std::fs::write(&file, text).unwrap();
+        let mut cmd = Command::new("promtool");
+        cmd.arg("check").arg(kind).arg(&file);
+        let out = run_with_input(cmd, b"", TIMEOUT);
+        assert!(
+            out.status.success(),
+            "promtool check {kind}:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
