@@ -341,6 +341,8 @@ impl Server {
             metrics.accept_all(self.poll.registry(), self.now);
             return;
         }
+        // `owns` put the token in LISTENER..SCRAPE_BASE + MAX_SCRAPES and it is not the
+        // listener, so it is at least SCRAPE_BASE: the subtraction cannot wrap.
         let key = token.0 - SCRAPE_BASE;
         // A retired or vacant key: the scrape closed earlier in this batch.
         let Some(scrape) = metrics.scrapes.get_mut(key) else {
