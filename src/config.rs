@@ -72,6 +72,10 @@ pub struct Config {
     pub reuse_port: bool,
     /// Expect a HAProxy PROXY protocol header first on every connection (`--proxy-protocol`).
     pub proxy_protocol: bool,
+    /// Serve `GET /metrics` (Prometheus text format) on this address (`--metrics`); `None`
+    /// (the default) opens no port. Off by default because a port is an exposure: where
+    /// it listens should be an explicit choice, like `--listen`.
+    pub metrics: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -94,6 +98,7 @@ impl Default for Config {
             log_level: None,
             reuse_port: false,
             proxy_protocol: false,
+            metrics: None,
         }
     }
 }
@@ -102,7 +107,7 @@ impl Default for Config {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     /// Run the daemon with this configuration.
-    Run(Config),
+    Run(Box<Config>),
     /// Print [`usage`] and exit 0.
     Help,
     /// Print the version and exit 0.
@@ -174,6 +179,7 @@ Options:
                          stop being read, then are closed [{max_memory}]
   --reuse-port           SO_REUSEPORT: several echod processes share the port
   --proxy-protocol       expect a PROXY protocol v1/v2 header first (behind HAProxy)
+  --metrics ADDR         serve Prometheus metrics at http://ADDR/metrics [off]
   --log-level LEVEL      error|warn|info|debug|trace [info, or RUST_LOG]
   -h, --help             print this help
   -V, --version          print the version
@@ -209,7 +215,8 @@ where
         match arg {
             Short('h') | Long("help") => return Ok(Command::Help),
             Short('V') | Long("version") => return Ok(Command::Version),
-            Long("listen") => listen.push(parse_addr(&text(&mut parser)?)?),
+            Long("listen") => listen.push(parse_addr("--listen", &text(&mut parser)?)?),
+            Long("metrics") => config.metrics = Some(parse_addr("--metrics", &text(&mut parser)?)?),
             Long("backlog") => config.backlog = number(&mut parser, "--backlog", 1..=MAX_BACKLOG)?,
             Long("banner") => {
                 config.banner = line_with_newline(&text(&mut parser)?);
@@ -276,7 +283,7 @@ where
     if config.mode == Mode::Raw && config.telnet {
         return Err(ArgError("--telnet and --raw cannot be combined".into()));
     }
-    Ok(Command::Run(config))
+    Ok(Command::Run(Box::new(config)))
 }
 
 /// The banner is given as text; on the wire it is a line, so it ends in `\n`.
@@ -319,10 +326,10 @@ where
 
 /// `IP:PORT`, with IPv6 addresses in brackets. Names are refused on purpose: what a
 /// name resolves to can change, and the address we bind should be an explicit choice.
-fn parse_addr(value: &str) -> Result<SocketAddr, ArgError> {
+fn parse_addr(flag: &str, value: &str) -> Result<SocketAddr, ArgError> {
     value.parse().map_err(|_| {
         ArgError(format!(
-            "invalid --listen address '{value}': expected IP:PORT, e.g. 127.0.0.1:8888 or [::1]:8888"
+            "invalid {flag} address '{value}': expected IP:PORT, e.g. 127.0.0.1:8888 or [::1]:8888"
         ))
     })
 }
@@ -333,7 +340,7 @@ mod tests {
 
     fn run(args: &[&str]) -> Result<Config, ArgError> {
         match parse_args(args.iter().copied())? {
-            Command::Run(config) => Ok(config),
+            Command::Run(config) => Ok(*config),
             other => panic!("expected Run, got {other:?}"),
         }
     }
@@ -395,6 +402,18 @@ mod tests {
         assert_eq!(c.drain_timeout, Duration::from_secs(1));
         assert_eq!(c.log_level, Some(log::LevelFilter::Debug));
         assert!(c.reuse_port && c.proxy_protocol);
+    }
+
+    #[test]
+    fn metrics_is_off_by_default_and_takes_an_address() {
+        assert_eq!(run(&[]).unwrap().metrics, None);
+        let c = run(&["--metrics", "127.0.0.1:9100"]).unwrap();
+        assert_eq!(c.metrics, Some("127.0.0.1:9100".parse().unwrap()));
+        let c = run(&["--metrics=[::1]:0"]).unwrap();
+        assert_eq!(c.metrics, Some("[::1]:0".parse().unwrap()));
+        let err = run(&["--metrics", "localhost:9100"]).unwrap_err();
+        assert!(err.0.starts_with("invalid --metrics address"), "{err}");
+        assert!(run(&["--metrics"]).is_err());
     }
 
     #[test]

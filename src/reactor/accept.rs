@@ -190,6 +190,7 @@ impl Server {
             bytes_out: 0,
         });
         debug_assert_eq!(inserted, key);
+        self.stats.count_open(self.conns.len());
         self.visit(key);
     }
 

@@ -13,12 +13,14 @@
 //! - [`timers`]: the deadlines, as a lazily re-armed heap (no wakeups while idle).
 //! - [`slots`]: the slab of connections, with removal deferred to the end of a batch.
 //! - [`stats`]: the counters the loop keeps.
+//! - [`metrics`]: `--metrics`: Prometheus scrapes, served by the same loop.
 
 pub mod accept;
 pub mod alarm;
 pub mod io;
 pub mod listen;
 pub mod memory;
+pub mod metrics;
 pub mod server;
 pub mod slots;
 pub mod stats;

@@ -43,6 +43,7 @@ use crate::reactor::alarm::Alarm;
 use crate::reactor::io::{transfer, Entry};
 use crate::reactor::listen;
 use crate::reactor::memory::Memory;
+use crate::reactor::metrics::{self, Metrics};
 use crate::reactor::slots::Slots;
 use crate::reactor::stats::Stats;
 use crate::reactor::timers::{Clock, Tick, Timers};
@@ -135,6 +136,8 @@ pub struct Server {
     systemd: bool,
     /// When to send the next `STATUS=` (set when the connection count changes).
     status_due: Option<Instant>,
+    /// `--metrics`: the scrape listener and its connections (see [`crate::reactor::metrics`]).
+    pub(super) metrics: Option<Metrics>,
 }
 
 impl std::fmt::Debug for Server {
@@ -176,6 +179,7 @@ impl Server {
         let mut alarm = Alarm::new()?;
         alarm.register(poll.registry(), ALARM)?;
         let clock = Clock::new();
+        let metrics = Metrics::open(config.metrics, poll.registry())?;
         Ok(Server {
             poll,
             listeners,
@@ -204,6 +208,7 @@ impl Server {
             clock,
             systemd: std::env::var_os("NOTIFY_SOCKET").is_some(),
             status_due: None,
+            metrics,
         })
     }
 
@@ -275,6 +280,7 @@ impl Server {
                 Token(t) if t > LISTENER_BASE - self.listeners.len() => {
                     self.accept_all(LISTENER_BASE - t)
                 }
+                token if metrics::owns(token) => self.metrics_event(token),
                 Token(key) => self.handle_event(key, event),
             }
         }
@@ -287,14 +293,15 @@ impl Server {
         if self.drain_deadline.is_some() {
             self.close_listeners_if_drained();
         }
+        self.metrics_turn();
         self.send_status_if_due();
         let drained = self.conns.is_empty() && self.listeners.is_empty();
         Ok(self.exit_now || (self.drain_deadline.is_some() && drained))
     }
 
     /// When the alarm must ring: the earliest of the connections' deadlines, the drain
-    /// deadline, the accept retry and the status report. `None` when nothing is due, so
-    /// an idle server makes no wakeups at all.
+    /// deadline, the accept retry, the status report and open scrapes (`--metrics`).
+    /// `None` when nothing is due, so an idle server makes no wakeups at all.
     fn next_deadline(&self) -> Option<Instant> {
         [
             self.timers.next_deadline().map(|t| self.clock.instant(t)),
@@ -302,6 +309,7 @@ impl Server {
             self.accept_retry,
             self.memory_deadline(),
             self.status_due,
+            self.metrics_deadline(),
         ]
         .into_iter()
         .flatten()

@@ -1,4 +1,6 @@
-//! Counters kept by the loop, printed on SIGUSR1 and at shutdown.
+//! Counters kept by the loop, printed on SIGUSR1 and at shutdown, and served to
+//! Prometheus by `--metrics` (see [`crate::reactor::metrics`]): one set of counters feeds
+//! all three, so the log line and the scrape can never disagree.
 
 use std::fmt;
 
@@ -14,7 +16,12 @@ pub struct Stats {
     pub refused_busy: u64,
     /// Connections turned away by `--max-per-ip` before they had a slot.
     pub refused_per_ip: u64,
-    /// Times `accept` had to wait for descriptors or kernel memory (one per episode).
+    /// The most connections held at once since the start (slots taken, so a connection
+    /// closed earlier in the same event batch still counts until the batch ends).
+    pub peak_connections: u64,
+    /// Times `accept` had to wait for descriptors or kernel memory (EMFILE, ENFILE,
+    /// ENOMEM, ENOBUFS, EPERM): one per episode, from the first failure until the accept
+    /// queue is empty again (one warning each).
     pub out_of_fds_episodes: u64,
     /// Connections closed, by reason (indexed like [`CloseReason::ALL`]).
     pub closed: [u64; CloseReason::ALL.len()],
@@ -34,6 +41,11 @@ impl Stats {
             .position(|r| *r == reason)
             .unwrap_or(0);
         self.closed[index] += 1;
+    }
+
+    /// A connection was admitted and `open` connections are held now: keeps the peak.
+    pub fn count_open(&mut self, open: usize) {
+        self.peak_connections = self.peak_connections.max(open as u64);
     }
 
     /// A one-line summary, with the number of connections open right now.
@@ -59,8 +71,14 @@ impl fmt::Display for Summary<'_> {
         let s = self.stats;
         write!(
             f,
-            "stats: accepted={} active={} refused_busy={} refused_per_ip={} closed:",
-            s.accepted, self.active, s.refused_busy, s.refused_per_ip
+            "stats: accepted={} active={} peak_connections={} refused_busy={} \
+             refused_per_ip={} out_of_fds_episodes={} closed:",
+            s.accepted,
+            self.active,
+            s.peak_connections,
+            s.refused_busy,
+            s.refused_per_ip,
+            s.out_of_fds_episodes
         )?;
         for (reason, n) in CloseReason::ALL.iter().zip(s.closed) {
             write!(f, " {}={}", reason.name(), n)?;
@@ -87,9 +105,13 @@ mod tests {
             ..Stats::default()
         };
         s.count_close(CloseReason::LineTooLong);
+        s.count_open(2);
+        s.count_open(1);
         let line = s.summary(2).to_string();
         assert!(!line.contains('\n'));
-        assert!(line.contains("accepted=3 active=2 refused_busy=0"));
+        assert!(line.contains(
+            "accepted=3 active=2 peak_connections=2 refused_busy=0 refused_per_ip=0 out_of_fds_episodes=0 closed:"
+        ));
         assert!(line.contains("line_too_long=1"));
         assert!(line.contains("lines=7 bytes_in=0 bytes_out=0 log_lines_dropped=0"));
     }
