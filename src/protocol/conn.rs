@@ -43,6 +43,7 @@
 use std::fmt;
 
 use crate::config::{Config, Mode};
+use crate::protocol::fast;
 use crate::protocol::line;
 use crate::protocol::proxy;
 use crate::protocol::telnet;
@@ -67,7 +68,7 @@ pub struct Rules {
     pub mode: Mode,
     /// Sent once when the connection opens (already telnet-escaped in telnet mode).
     pub banner: Vec<u8>,
-    /// Put before every echoed line (already telnet-escaped in telnet mode).
+    /// Put before every echoed line (escaped with the line, in telnet mode).
     pub prefix: Vec<u8>,
     /// Filter telnet commands out of the input and escape 0xFF in replies.
     pub telnet: bool,
@@ -100,7 +101,7 @@ impl Rules {
                 Vec::new()
             },
             prefix: if is_line {
-                escape(&config.prefix)
+                config.prefix.clone()
             } else {
                 Vec::new()
             },
@@ -478,8 +479,8 @@ impl Connection {
         pending == 0 || pending + len <= p.max_pending
     }
 
-    /// Takes new plain input (after telnet filtering).
-    fn feed(&mut self, p: &Rules, data: &[u8]) {
+    /// Takes new plain input (after telnet filtering) and answers every line it completes.
+    fn feed(&mut self, p: &Rules, mut data: &[u8]) {
         if self.state != State::Open || data.is_empty() {
             return;
         }
@@ -496,39 +497,35 @@ impl Connection {
             self.backlog = !self.input.is_empty();
             return;
         }
-        if self.input.is_empty() {
-            // The usual case: nothing is buffered, so every line is in `data`.
-            let used = self.answer_lines(p, data);
-            if self.state == State::Open {
-                self.input.extend_from_slice(&data[used..]);
+        if !self.input.is_empty() {
+            // A partial line is buffered: `input` holds at most that, so the next `\n` can
+            // only be in `data`. We never rescan the partial line, so a line trickling in
+            // one byte at a time costs O(n), not O(n²).
+            let Some(first) = line::line_len(data) else {
+                if self.input.len() + data.len() > p.max_line {
+                    return self.fail_line_too_long();
+                }
+                return self.input.extend_from_slice(data);
+            };
+            // Complete the line in `input` and answer it like any other.
+            self.input.extend_from_slice(&data[..first]);
+            let line = std::mem::take(&mut self.input);
+            let used = self.answer_lines(p, &line);
+            if self.state != State::Open {
+                return; // The line was too long.
             }
-            return;
-        }
-        // A partial line is buffered: `input` holds at most that, so the next `\n` can only
-        // be in `data`. We never rescan the partial line, so a line trickling in one byte
-        // at a time costs O(n), not O(n²).
-        let Some(first) = line::line_len(data) else {
-            if self.input.len() + data.len() > p.max_line {
-                return self.fail_line_too_long();
+            if used == 0 {
+                // No room for its reply: it waits, and so does everything after it.
+                self.input = line;
+                self.input.extend_from_slice(&data[first..]);
+                return;
             }
-            return self.input.extend_from_slice(data);
-        };
-        let line_len = self.input.len() + first;
-        if line_len - 1 > p.max_line {
-            return self.fail_line_too_long();
+            data = &data[first..];
         }
-        if !self.has_room(p, line::reply_len(&p.prefix, line_len)) {
-            self.input.extend_from_slice(data);
-            self.backlog = true;
-            return;
-        }
-        self.reserve_replies(p, data);
-        let partial = std::mem::take(&mut self.input);
-        self.push_reply(p, &partial, &data[..first]);
-        let rest = &data[first..];
-        let used = self.answer_lines(p, rest);
+        // The usual case: nothing is buffered, so every line is in `data`.
+        let used = self.answer_lines(p, data);
         if self.state == State::Open {
-            self.input.extend_from_slice(&rest[used..]);
+            self.input.extend_from_slice(&data[used..]);
         }
     }
 
@@ -562,84 +559,51 @@ impl Connection {
     /// sets `backlog` when a complete line is left waiting for room. A partial line at
     /// the end is left for the caller (unless it is already too long).
     ///
-    /// This loop runs once per line, so it is kept lean: one scan finds all the line
-    /// ends, the prefix and a short line are fixed-size copies, and the line-length limit
-    /// is checked per line only when `buf` is long enough to break it.
+    /// Each line takes the plain steps: find its end ([`line::line_len`]), check its
+    /// length against `--max-line` and its reply against the room
+    /// ([`Connection::has_room`]), queue the reply ([`line::push_reply`]). Before them,
+    /// the tuned path ([`fast::push_replies`]) answers every line that needs no decision
+    /// (within both limits, no telnet escaping): on the usual read, all of them. It stops
+    /// at a line that does, and the plain steps decide that one.
     fn answer_lines(&mut self, p: &Rules, buf: &[u8]) -> usize {
-        let check_length = buf.len() > p.max_line + 1;
-        // The usual read: too short to hold a line (or a partial line) over the limit, and
-        // even if it were all one-byte lines their replies would fit. Then no line needs
-        // a check.
-        let worst_case = buf.len().saturating_mul(1 + p.prefix.len());
-        if !p.telnet && buf.len() <= p.max_line && self.pending() + worst_case <= p.max_pending {
-            return self.answer_all_lines(p, buf);
-        }
-        // The room test of `has_room`, in a form that costs one comparison per line:
-        // a reply fits if nothing is pending or the output stays within `limit`.
-        let limit = self.sent + p.max_pending;
-        let prefix = line::Prefix::new(&p.prefix);
-        let (mut used, mut answered) = (0, 0);
-        let mut stopped = false;
-        for newline in line::newlines(buf) {
-            let len = newline + 1 - used;
-            if check_length && len - 1 > p.max_line {
-                self.lines += answered;
+        let telnet = p.telnet;
+        let prefix = fast::Prefix::new(&p.prefix);
+        let mut used = 0;
+        loop {
+            if !telnet {
+                let limits = fast::Limits {
+                    max_line: p.max_line,
+                    // What `has_room` allows when something is pending.
+                    max_out: self.sent + p.max_pending,
+                };
+                let (n, lines) =
+                    fast::push_replies(&mut self.output, &prefix, &buf[used..], limits);
+                used += n;
+                self.lines += lines;
+            }
+            let rest = &buf[used..];
+            let Some(len) = line::line_len(rest) else {
+                break;
+            };
+            if len - 1 > p.max_line {
                 self.fail_line_too_long();
                 return buf.len();
             }
-            let out = self.output.len();
-            if out != self.sent && out + p.prefix.len() + len > limit {
-                stopped = true;
-                break;
+            if !self.has_room(p, line::reply_len(&p.prefix, len)) {
+                self.backlog = true;
+                return used;
             }
-            if answered == 0 {
-                // Room for all the replies at once, made only once there is one to queue
-                // (a read with no complete line allocates nothing).
-                self.reserve_replies(p, &buf[used..]);
-            }
-            if p.telnet {
-                self.output.extend_from_slice(&p.prefix);
-                telnet::escape_iac(&buf[used..=newline], &mut self.output);
-            } else {
-                prefix.push(&mut self.output);
-                line::push_line(&mut self.output, &buf[used..], len);
-            }
+            line::push_reply(&mut self.output, &p.prefix, &rest[..len], telnet);
+            self.lines += 1;
             used += len;
-            answered += 1;
         }
-        self.lines += answered;
-        // The rest is a partial line: too long already if it has no `\n` within the limit.
-        if !stopped && buf.len() - used > p.max_line {
+        // The rest is a partial line: too long already if it is over the limit.
+        if buf.len() - used > p.max_line {
             self.fail_line_too_long();
             return buf.len();
         }
-        // Stopped for room, the rest starts with a complete line; otherwise every `\n` was
-        // answered and the rest is at most a partial line.
-        self.backlog = stopped;
-        used
-    }
-
-    /// [`Connection::answer_lines`] when every line of `buf` is known to fit and to be
-    /// within the length limit: the loop is only "find the end, copy the reply", and it
-    /// is [`line::push_replies`].
-    fn answer_all_lines(&mut self, p: &Rules, buf: &[u8]) -> usize {
         self.backlog = false;
-        let cap = p.max_pending + line::reply_len(&p.prefix, p.max_line + 1);
-        let prefix = line::Prefix::new(&p.prefix);
-        let (used, answered) = line::push_replies(&mut self.output, &prefix, buf, cap);
-        self.lines += answered;
         used
-    }
-
-    /// Grows `output` once for all the replies `buf` can produce (within the pending
-    /// limit), instead of letting it double its way up, reallocating and copying, as
-    /// replies are appended one by one.
-    fn reserve_replies(&mut self, p: &Rules, buf: &[u8]) {
-        // Twice the input covers every line at least as long as the prefix; counting
-        // the lines first would cost a second scan for a tighter guess we do not need
-        // (the buffer is freed as soon as the socket has taken it).
-        let cap = p.max_pending + line::reply_len(&p.prefix, p.max_line + 1);
-        self.output.reserve((2 * buf.len()).min(cap));
     }
 
     /// Raw mode: echo as much of `buf` as fits; returns the bytes used.
@@ -655,20 +619,6 @@ impl Connection {
             self.lines += 1;
         }
         n
-    }
-
-    /// Queues `prefix` + `head` + `tail`: the reply to one line whose first bytes were
-    /// buffered (`head`) and whose end just arrived (`tail`).
-    fn push_reply(&mut self, p: &Rules, head: &[u8], tail: &[u8]) {
-        self.lines += 1;
-        if p.telnet {
-            self.output.extend_from_slice(&p.prefix);
-            telnet::escape_iac(head, &mut self.output);
-            telnet::escape_iac(tail, &mut self.output);
-        } else {
-            line::push_reply(&mut self.output, &p.prefix, head);
-            self.output.extend_from_slice(tail);
-        }
     }
 
     /// Input has ended: answer what is buffered, then flush.
@@ -688,7 +638,8 @@ impl Connection {
                 return;
             }
             let fragment = std::mem::take(&mut self.input);
-            self.push_reply(p, &fragment, &[]);
+            line::push_reply(&mut self.output, &p.prefix, &fragment, p.telnet);
+            self.lines += 1;
         }
         self.set_state(State::Flushing);
     }
