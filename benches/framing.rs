@@ -17,13 +17,14 @@
 //!   a socket would take it (`poll_output` + `advance_output`), in a reply buffer lent
 //!   and returned as the reactor does (`lend_output`/`return_output`), with the shapes of the
 //!   comparison workloads: ping-pong (one line per read), 64 lines per read (the pipelined
-//!   workload), a full 64 KiB read, a line split across two reads, 4 KiB lines, and the
-//!   64-line read again in telnet mode.
+//!   workload), a full 64 KiB read, a line split across two reads, 4 KiB lines (all with
+//!   the default `--telnet auto`), and the 64-line read again with `--telnet on`.
 
 use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use echod::config::Telnet;
 use echod::protocol::conn::{Connection, Rules, State};
 use echod::protocol::{fast, line};
 
@@ -134,7 +135,7 @@ fn connection(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(2));
     let plain = Rules::default();
     let telnet = Rules {
-        telnet: true,
+        telnet: Telnet::On,
         ..Rules::default()
     };
 

@@ -15,7 +15,9 @@
 //! - `input`: bytes received but not yet answered. Normally just a partial line, at most
 //!   [`Rules::max_line`] bytes. When replies cannot be queued (the client is not reading)
 //!   it also holds the complete lines still waiting for room: the *backlog*. We stop reading
-//!   while there is a backlog, so it is at most one read's worth.
+//!   while there is a backlog, so it is at most one read's worth. (A telnet-aware
+//!   connection keeps the rest of that read undecoded in its telnet filter instead, so
+//!   that a negotiation answer cannot overtake the replies to the lines before it.)
 //! - `output`: reply bytes the socket has not taken yet. A reply is queued only while
 //!   `output` is empty or the reply fits under [`Rules::max_pending`], so `output` never
 //!   exceeds `max(max_pending, one reply)`.
@@ -42,7 +44,7 @@
 
 use std::fmt;
 
-use crate::config::{Config, Mode};
+use crate::config::{Config, Mode, Telnet};
 use crate::protocol::fast;
 use crate::protocol::line;
 use crate::protocol::proxy;
@@ -66,12 +68,13 @@ pub const ERR_BAD_PROXY_HEADER: &[u8] = b"ERR bad proxy header\n";
 pub struct Rules {
     /// Line protocol or plain echo.
     pub mode: Mode,
-    /// Sent once when the connection opens (already telnet-escaped in telnet mode).
+    /// Sent once when the connection opens (telnet-escaped with `--telnet on`; with `auto`
+    /// it goes out before we know what the client speaks, so as it is).
     pub banner: Vec<u8>,
     /// Put before every echoed line (escaped with the line, in telnet mode).
     pub prefix: Vec<u8>,
-    /// Filter telnet commands out of the input and escape 0xFF in replies.
-    pub telnet: bool,
+    /// When to filter telnet commands out of the input and escape 0xFF in replies.
+    pub telnet: Telnet,
     /// The longest line we accept, not counting its `\n`.
     pub max_line: usize,
     /// The most reply bytes we queue before we stop reading from this client.
@@ -83,8 +86,11 @@ pub struct Rules {
 impl Rules {
     /// The rules described by a [`Config`].
     pub fn from_config(config: &Config) -> Rules {
+        let is_line = config.mode == Mode::Line;
+        // Raw mode is byte-exact, whatever the bytes look like.
+        let telnet = if is_line { config.telnet } else { Telnet::Off };
         let escape = |bytes: &[u8]| {
-            if config.telnet {
+            if telnet == Telnet::On {
                 let mut escaped = Vec::with_capacity(bytes.len());
                 telnet::escape_iac(bytes, &mut escaped);
                 escaped
@@ -92,7 +98,6 @@ impl Rules {
                 bytes.to_vec()
             }
         };
-        let is_line = config.mode == Mode::Line;
         Rules {
             mode: config.mode,
             banner: if is_line {
@@ -105,7 +110,7 @@ impl Rules {
             } else {
                 Vec::new()
             },
-            telnet: config.telnet,
+            telnet,
             max_line: config.max_line,
             max_pending: config.max_pending,
             proxy_protocol: config.proxy_protocol,
@@ -211,8 +216,8 @@ pub struct Connection {
     output: Vec<u8>,
     /// How much of `output` the socket has already taken.
     sent: usize,
-    /// The telnet command filter, only in telnet mode (boxed: most servers never use it).
-    telnet: Option<Box<telnet::Decoder>>,
+    /// The telnet layer: byte-exact, watching for the first telnet command, or decoding.
+    telnet: telnet::Filter,
     /// Lines answered so far.
     lines: u64,
     /// The client named by a PROXY header, until the reactor takes it for its logs.
@@ -237,7 +242,7 @@ impl Connection {
             input: Vec::new(),
             output,
             sent: 0,
-            telnet: p.telnet.then(Box::default),
+            telnet: telnet::Filter::new(p.telnet),
             lines: 0,
             proxied: None,
         }
@@ -267,7 +272,7 @@ impl Connection {
     /// How many bytes are buffered in total (input + output): what this client costs us
     /// beyond the fixed size of the struct.
     pub fn buffered(&self) -> usize {
-        self.input.len() + self.pending()
+        self.input.len() + self.telnet.held_len() + self.pending()
     }
 
     /// True when the reactor should read from the socket. False while replies pile up
@@ -313,8 +318,7 @@ impl Connection {
         }
         // Only a connection that is still answering may answer its backlog: after an
         // error (Closed) or an error message (Flushing) the rest of the input is dropped.
-        let answering = matches!(self.state, State::Open | State::Finishing);
-        if answering && (self.backlog || self.state == State::Finishing) {
+        if self.is_answering() && (self.backlog || self.state == State::Finishing) {
             self.answer_buffered(p);
         }
         self.check_flushed();
@@ -354,21 +358,30 @@ impl Connection {
             // We are on our way out: input after that point is read only to be dropped.
             _ => return,
         }
-        match self.telnet.take() {
-            None => self.feed(p, data),
-            Some(mut decoder) => {
-                decoder.decode_events(data, |event| match event {
-                    telnet::Event::Data(bytes) => self.feed(p, bytes),
-                    telnet::Event::EraseLine => self.erase_partial_line(),
-                    // Negotiation answers are queued whatever the room: they are few and
-                    // small (one per option, see the telnet module), and the client may
-                    // show nothing until it has them.
-                    telnet::Event::Answer(bytes) => self.output.extend_from_slice(&bytes),
-                });
-                self.telnet = Some(decoder);
+        self.take_input(p, data);
+        self.check_flushed();
+    }
+
+    /// Takes `data` down the layers once: the telnet filter splits it into data, line
+    /// erasures and negotiation answers, in stream order; [`Connection::feed`] frames the
+    /// data and queues the replies. Once a line is too long, the rest is dropped.
+    fn take_input(&mut self, p: &Rules, data: &[u8]) {
+        let mut at = 0;
+        while self.is_answering() {
+            // While lines wait for room, the filter gives out data only, and keeps the
+            // rest until they are answered (see `answer_buffered`).
+            let Some(event) = self.telnet.next_event(data, &mut at, self.backlog) else {
+                break;
+            };
+            match event {
+                telnet::Event::Data(bytes) => self.feed(p, bytes),
+                telnet::Event::EraseLine => self.erase_partial_line(),
+                // Negotiation answers are queued whatever the room, after the replies to
+                // the lines before them: they are few and small (one per option, see the
+                // telnet module), and the client may show nothing until it has them.
+                telnet::Event::Answer(bytes) => self.output.extend_from_slice(&bytes),
             }
         }
-        self.check_flushed();
     }
 
     /// The client's FIN arrived (a read returned 0).
@@ -473,6 +486,12 @@ impl Connection {
         self.output.len() - self.sent
     }
 
+    /// Is the connection still answering what it reads? (`Finishing` answers what it
+    /// read before the end of input.)
+    fn is_answering(&self) -> bool {
+        matches!(self.state, State::Open | State::Finishing)
+    }
+
     /// Can a reply of `len` bytes be queued now?
     fn has_room(&self, p: &Rules, len: usize) -> bool {
         let pending = self.pending();
@@ -481,7 +500,7 @@ impl Connection {
 
     /// Takes new plain input (after telnet filtering) and answers every line it completes.
     fn feed(&mut self, p: &Rules, mut data: &[u8]) {
-        if self.state != State::Open || data.is_empty() {
+        if !self.is_answering() || data.is_empty() {
             return;
         }
         if self.backlog {
@@ -511,7 +530,7 @@ impl Connection {
             self.input.extend_from_slice(&data[..first]);
             let line = std::mem::take(&mut self.input);
             let used = self.answer_lines(p, &line);
-            if self.state != State::Open {
+            if !self.is_answering() {
                 return; // The line was too long.
             }
             if used == 0 {
@@ -524,7 +543,7 @@ impl Connection {
         }
         // The usual case: nothing is buffered, so every line is in `data`.
         let used = self.answer_lines(p, data);
-        if self.state == State::Open {
+        if self.is_answering() {
             self.input.extend_from_slice(&data[used..]);
         }
     }
@@ -540,7 +559,7 @@ impl Connection {
                 used
             }
         };
-        if matches!(self.state, State::Open | State::Finishing) {
+        if self.is_answering() {
             let rest = &input[used..];
             if used == input.len() {
                 // Give the memory back as soon as nothing is waiting.
@@ -548,6 +567,14 @@ impl Connection {
                 self.input = input;
             } else {
                 self.input = rest.to_vec();
+            }
+        }
+        if self.is_answering() && !self.backlog {
+            // The lines that waited are answered: the input the telnet filter kept while
+            // they did goes on (and may fill the room again).
+            let paused = self.telnet.take_paused();
+            if !paused.is_empty() {
+                self.take_input(p, &paused);
             }
         }
         if self.state == State::Finishing && !self.backlog {
@@ -566,7 +593,7 @@ impl Connection {
     /// (within both limits, no telnet escaping): on the usual read, all of them. It stops
     /// at a line that does, and the plain steps decide that one.
     fn answer_lines(&mut self, p: &Rules, buf: &[u8]) -> usize {
-        let telnet = p.telnet;
+        let telnet = self.telnet.is_decoding();
         let prefix = fast::Prefix::new(&p.prefix);
         let mut used = 0;
         loop {
@@ -632,13 +659,21 @@ impl Connection {
     /// In `Finishing` with no complete line left: answer the unterminated fragment, if
     /// any, with no newline added ("nothing received is left unanswered").
     fn answer_final_fragment(&mut self, p: &Rules) {
+        if let Some(iac) = self.telnet.end_of_input() {
+            // An IAC that ended the input starts no command: it is data.
+            self.feed(p, iac);
+            if self.state != State::Finishing {
+                return; // It made the line too long.
+            }
+        }
         if p.mode == Mode::Line && !self.input.is_empty() {
             if !self.has_room(p, line::reply_len(&p.prefix, self.input.len())) {
                 self.backlog = true;
                 return;
             }
             let fragment = std::mem::take(&mut self.input);
-            line::push_reply(&mut self.output, &p.prefix, &fragment, p.telnet);
+            let telnet = self.telnet.is_decoding();
+            line::push_reply(&mut self.output, &p.prefix, &fragment, telnet);
             self.lines += 1;
         }
         self.set_state(State::Flushing);
