@@ -60,9 +60,9 @@ const ALARM: Token = Token(usize::MAX - 2);
 const LISTENER_BASE: usize = usize::MAX - 3;
 
 /// One read buffer for all connections. A read fills it, the state machine copies out
-/// only what it must keep (a partial line), and the next connection reuses it. 64 KiB
-/// matches the default socket buffer, so one read usually empties the socket.
-const SCRATCH_SIZE: usize = 64 * 1024;
+/// only what it must keep (a partial line), and the next connection reuses it. Its size
+/// is the state machine's [`READ_SIZE`](crate::protocol::conn::READ_SIZE) (64 KiB).
+const SCRATCH_SIZE: usize = crate::protocol::conn::READ_SIZE;
 
 /// Stale timers tolerated beyond twice the live connections before a sweep: enough that
 /// a quiet server never sweeps, small enough to be a few KiB.
