@@ -134,6 +134,10 @@ fn connection(c: &mut Criterion) {
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
     let plain = Rules::default();
+    let off = Rules {
+        telnet: Telnet::Off,
+        ..Rules::default()
+    };
     let telnet = Rules {
         telnet: Telnet::On,
         ..Rules::default()
@@ -144,9 +148,11 @@ fn connection(c: &mut Criterion) {
     let full = lines(32, READ_SIZE / 32);
     let long = lines(4096, READ_SIZE / 4096);
     let (head, tail) = one.split_at(16);
-    let cases: [(&str, &Rules, Vec<&[u8]>, u64); 6] = [
+    let cases: [(&str, &Rules, Vec<&[u8]>, u64); 8] = [
         ("pingpong/32B", &plain, vec![&one[..]], 1),
+        ("telnet-off-pingpong/32B", &off, vec![&one[..]], 1),
         ("batch64/32B", &plain, vec![&batch[..]], 64),
+        ("telnet-off-batch64/32B", &off, vec![&batch[..]], 64),
         (
             "read64KiB/32B",
             &plain,

@@ -71,6 +71,9 @@ pub const ERR_OUT_OF_MEMORY: &[u8] = b"ERR out of memory\n";
 /// The message sent before closing a connection whose PROXY header is missing or malformed.
 pub const ERR_BAD_PROXY_HEADER: &[u8] = b"ERR bad proxy header\n";
 
+/// The room [`Connection::keep_partial_line`] leaves for the end of a partial line.
+const PARTIAL_ROOM: usize = 64;
+
 /// The rules every connection follows, shared by all of them.
 ///
 /// We pass this to each call instead of storing it in every connection: the prefix and
@@ -703,8 +706,24 @@ impl Connection {
         // The usual case: nothing is buffered, so every line is in `data`.
         let used = self.answer_lines(p, data);
         if self.is_answering() {
-            self.push_input(p, &data[used..]);
+            self.keep_partial_line(p, &data[used..]);
         }
+    }
+
+    /// Keeps the bytes of a partial line in `input`. When `input` is empty we give it room
+    /// for the end of a short line too: completing the line in `input` then costs no
+    /// second allocation (and the usual line is short).
+    fn keep_partial_line(&mut self, p: &Rules, partial: &[u8]) {
+        if partial.is_empty() {
+            return;
+        }
+        if self.input.capacity() == 0 {
+            // Within the memory bound, like every growth of `input` (see `push_input`).
+            let limit = p.max_line + 1 + READ_SIZE;
+            self.input
+                .reserve_exact((partial.len() + PARTIAL_ROOM).min(limit.max(partial.len())));
+        }
+        self.push_input(p, partial);
     }
 
     /// Answers what `input` holds, as far as output room allows.
@@ -768,6 +787,9 @@ impl Connection {
                 self.lines += lines;
             }
             let rest = &buf[used..];
+            if rest.is_empty() {
+                break; // (The usual end: no call to find nothing.)
+            }
             let Some(len) = line::line_len(rest) else {
                 break;
             };

@@ -227,7 +227,8 @@ pub fn push_replies(
 ) -> (usize, u64) {
     // (The block scan, not `line_len`: on the short reads of a person typing, memchr's
     // set-up costs more than the scan.)
-    let Some(first) = newlines(buf).next().map(|end| end + 1) else {
+    let mut ends = newlines(buf);
+    let Some(first) = ends.next().map(|end| end + 1) else {
         return (0, 0); // A partial line: nothing to answer, nothing allocated.
     };
     if first == buf.len() {
@@ -247,7 +248,8 @@ pub fn push_replies(
     let fast = prefix
         .padded
         .filter(|_| first <= LINE_COPY && short_lines_allowed);
-    // Whether lines are left for the plain way (the fast loop stopped at a long line).
+    // Whether lines are left for the plain way: the fast loop stopped at a long line, or
+    // came within one reply of `max_out`.
     let mut plain = fast.is_none();
     if let Some(padded) = fast {
         let plen = prefix.bytes.len();
@@ -255,38 +257,72 @@ pub fn push_replies(
         // The room is zero-filled before the loop writes into it, the only per-byte cost
         // the loop adds, so it is kept near what is written: the replies to lines at
         // least 4 times as long as the prefix, in steps of at most 4 KiB (so a long line
-        // that stops the loop wastes little) and at least one reply, never past
-        // `max_out`, plus what the fixed-size copies of one reply may write beyond its end.
+        // that stops the loop wastes little), plus what the fixed-size copies of one
+        // reply may write beyond its end. The loop writes a reply while it starts at or
+        // before `end`, so a reply (at most that much) never passes `max_out`: the loop
+        // checks no limit per line, and the last replies before it go the plain way.
         loop {
+            let Some(end) = limits
+                .max_out
+                .checked_sub(REPLY_COPY)
+                .filter(|&end| end >= at)
+            else {
+                plain = true;
+                break;
+            };
             let rest = buf.len() - used;
-            let step = (rest + rest / 4).clamp(REPLY_COPY, ROOM_STEP);
-            let end = (at + step).min(limits.max_out.max(at));
+            let end = end.min(at + (rest + rest / 4).clamp(1, ROOM_STEP));
             out.resize(end + REPLY_COPY, 0);
             let done = put_short_replies(out, at, padded, plen, &buf[used..]);
             used += done.used;
             at = done.at;
             answered += done.answered;
             plain = done.stop == Stop::LongLine;
-            // Out of room with no reply written: the next one would pass `max_out`.
-            if done.stop != Stop::OutOfRoom || done.answered == 0 {
+            if done.stop != Stop::OutOfRoom {
                 break;
             }
         }
         out.truncate(at);
     }
     if !plain {
-        return (used, answered); // What is left is a partial line, or over `max_out`.
+        return (used, answered); // What is left is a partial line.
     }
     // The lines the loop above left: from the first longer than 64 bytes on, or all of
-    // them with a prefix longer than 16 bytes or a `max_line` under 63.
-    let from = used;
-    for end in newlines(&buf[from..]) {
-        let len = from + end + 1 - used;
-        if !fits(out.len(), prefix.bytes.len(), len, limits) {
+    // them with a prefix longer than 16 bytes or a `max_line` under 63. (When the loop did
+    // not run, `ends` has found the first line's end already: go on from there rather than
+    // scan a long line twice.)
+    let (more, lines) = if used == 0 {
+        push_plain_replies(
+            out,
+            prefix.bytes,
+            buf,
+            std::iter::once(first - 1).chain(ends),
+            limits,
+        )
+    } else {
+        let rest = &buf[used..];
+        push_plain_replies(out, prefix.bytes, rest, newlines(rest), limits)
+    };
+    (used + more, answered + lines)
+}
+
+/// The plain part of [`push_replies`]: appends the replies to the lines of `buf` whose
+/// `\n` positions `ends` gives, in order, while they fit `limits`.
+fn push_plain_replies(
+    out: &mut Vec<u8>,
+    prefix: &[u8],
+    buf: &[u8],
+    ends: impl Iterator<Item = usize>,
+    limits: Limits,
+) -> (usize, u64) {
+    let (mut used, mut answered) = (0, 0);
+    for end in ends {
+        let len = end + 1 - used;
+        if !fits(out.len(), prefix.len(), len, limits) {
             break;
         }
-        line::push_reply(out, prefix.bytes, &buf[used..used + len], false);
-        used += len;
+        line::push_reply(out, prefix, &buf[used..=end], false);
+        used = end + 1;
         answered += 1;
     }
     (used, answered)
@@ -300,10 +336,10 @@ fn fits(out_len: usize, prefix_len: usize, len: usize, limits: Limits) -> bool {
 }
 
 /// The fast part of [`push_replies`]: writes into `out` from `at` the replies to the
-/// lines of `buf` while each is short (at most 64 bytes) and its reply ends at least
-/// [`REPLY_COPY`] bytes before the end of `out` (the room the fixed-size copies of a
-/// reply may use: 16 bytes of prefix, 64 of line). A line with 64 bytes of `buf` from its
-/// start is copied as exactly 64; the last lines of `buf` are copied as they are.
+/// lines of `buf` while each is short (at most 64 bytes) and `out` has room for a reply's
+/// fixed-size copies ([`REPLY_COPY`]: 16 bytes of prefix, 64 of line) where it starts. A
+/// line with 64 bytes of `buf` from its start is copied as exactly 64; the last lines of
+/// `buf` are copied as they are.
 ///
 /// Everything it needs is in a register: the two buffers, the two positions, the mask of
 /// line ends in the current block. No length or capacity is stored back per reply.
@@ -334,16 +370,13 @@ fn put_short_replies(
             while mask != 0 {
                 let end = base + mask.trailing_zeros() as usize;
                 let len = end + 1 - used;
+                let Some(room) = free.first_chunk_mut::<REPLY_COPY>() else {
+                    break 'scan Stop::OutOfRoom;
+                };
                 if len > LINE_COPY {
                     break 'scan Stop::LongLine;
                 }
                 let reply = prefix_len + len;
-                if reply + REPLY_COPY > free.len() {
-                    break 'scan Stop::OutOfRoom;
-                }
-                let Some(room) = free.first_chunk_mut::<REPLY_COPY>() else {
-                    break 'scan Stop::OutOfRoom; // (Never: `reply` is at least 1.)
-                };
                 room[..16].copy_from_slice(&prefix);
                 match buf[used..].first_chunk::<LINE_COPY>() {
                     Some(line) => room[prefix_len..prefix_len + LINE_COPY].copy_from_slice(line),
@@ -392,7 +425,7 @@ struct Done {
 enum Stop {
     /// No complete line left.
     End,
-    /// The next reply does not fit in the room made for this step.
+    /// `out` is full.
     OutOfRoom,
     /// At a line longer than 64 bytes.
     LongLine,
@@ -536,11 +569,12 @@ mod tests {
     }
 
     /// Both limits at every value across a read of short and long lines: every place the
-    /// loop can stop, with the default prefix and with none.
+    /// loop can stop, with the default prefix, none, and the longest the fast loop takes
+    /// (whose reply to a 64-byte line fills all of its fixed-size copies).
     #[test]
     fn push_replies_stops_where_the_plain_loop_stops_at_every_limit() {
-        let buf = text(&[3, 0, 62, 63, 64, 20, 100, 5, 15, 16], 7, 0x30);
-        for prefix in [&b"OK..."[..], b""] {
+        let buf = text(&[3, 0, 62, 63, 64, 20, 63, 100, 5, 15, 16, 63], 7, 0x30);
+        for prefix in [&b"OK..."[..], b"", b"0123456789abcdef"] {
             for max_out in 0..buf.len() * 2 {
                 let limits = Limits {
                     max_line: 65536,

@@ -346,7 +346,36 @@ impl Filter {
     /// a reply is escaped must not depend on when room comes). The filter then gives out
     /// data up to its next telnet command, or none at all while decoding, and keeps the
     /// rest of `input` until [`Filter::take_paused`].
+    #[inline]
     pub fn next_event<'a>(
+        &mut self,
+        input: &'a [u8],
+        at: &mut usize,
+        data_only: bool,
+    ) -> Option<Event<'a>> {
+        // The usual read, inline: bytes with no IAC, or any bytes with `--telnet off`,
+        // are one run of data. (A read of a person typing costs about as much to filter
+        // as to answer, so this path stays a few instructions.)
+        let rest = input.get(*at..).unwrap_or_default();
+        if rest.is_empty() {
+            return None;
+        }
+        let plain = match self {
+            Filter::Off => true,
+            Filter::Watching { held_iac: false } => !has_iac(rest),
+            _ => false,
+        };
+        if plain {
+            *at = input.len();
+            return Some(Event::Data(rest));
+        }
+        self.next_event_slow(input, at, data_only)
+    }
+
+    /// [`Filter::next_event`] for the rest: a read with an IAC, or a decoding or paused
+    /// filter.
+    #[inline(never)]
+    fn next_event_slow<'a>(
         &mut self,
         input: &'a [u8],
         at: &mut usize,
@@ -488,10 +517,22 @@ impl Filter {
     }
 }
 
-/// The index of the first IAC in `input[from..]`, as an index into `input`. (`memchr`:
-/// with `--telnet auto`, every read is searched for an IAC.)
+/// The index of the first IAC in `input[from..]`, as an index into `input`.
 fn find_iac(input: &[u8], from: usize) -> Option<usize> {
     memchr::memchr(IAC, &input[from..]).map(|at| from + at)
+}
+
+/// Whether `bytes` hold an IAC. With `--telnet auto` every read is searched for one, most
+/// often in vain: on short reads (a person typing, ping-pong) we compare every byte
+/// without stopping early, which compiles to a few vector compares, where `memchr`'s
+/// set-up costs more than the search; on long reads `memchr` is faster.
+#[inline]
+fn has_iac(bytes: &[u8]) -> bool {
+    if bytes.len() <= 64 {
+        bytes.iter().fold(false, |any, &b| any | (b == IAC))
+    } else {
+        memchr::memchr(IAC, bytes).is_some()
+    }
 }
 
 /// Appends `data` to `out` with every 0xFF doubled (IAC IAC), as telnet requires of data we
