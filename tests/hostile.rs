@@ -35,20 +35,7 @@ fn urgent_data_does_not_strand_the_bytes_after_it() {
 #[test]
 fn shutdown_while_out_of_fds_answers_the_queued_clients() {
     let mut echod = Echod::start(&["--log-level", "debug"]);
-    let limit = libc::rlimit {
-        rlim_cur: 40,
-        rlim_max: 40,
-    };
-    // SAFETY: plain syscall on our own child, with a valid struct and a null old value.
-    let rc = unsafe {
-        libc::prlimit(
-            echod.pid() as libc::pid_t,
-            libc::RLIMIT_NOFILE,
-            &limit,
-            std::ptr::null_mut(),
-        )
-    };
-    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+    echod.limit_fds(40);
     let mut clients: Vec<TcpStream> = (0..60).map(|_| echod.connect()).collect();
     echod.expect_log("out of file descriptors");
     for (i, s) in clients.iter_mut().enumerate() {

@@ -125,20 +125,7 @@ fn fd_limit_caps_connections_and_refuses_the_rest() {
 #[test]
 fn out_of_fds_clients_wait_without_spinning() {
     let mut echod = Echod::start(&["--log-level", "debug"]);
-    let limit = libc::rlimit {
-        rlim_cur: 40,
-        rlim_max: 40,
-    };
-    // SAFETY: plain syscall on our own child, with a valid struct and a null old value.
-    let rc = unsafe {
-        libc::prlimit(
-            echod.pid() as libc::pid_t,
-            libc::RLIMIT_NOFILE,
-            &limit,
-            std::ptr::null_mut(),
-        )
-    };
-    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+    echod.limit_fds(40);
     let mut clients: Vec<TcpStream> = (0..120).map(|_| echod.connect()).collect();
     echod
         .wait_for_log("out of file descriptors", TIMEOUT)

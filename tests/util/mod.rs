@@ -133,6 +133,25 @@ impl Echod {
         s
     }
 
+    /// Lowers the running server's descriptor limit to `n` (soft and hard), as an
+    /// operator's `prlimit` would: the server runs out of descriptors under our eyes.
+    pub fn limit_fds(&self, n: u64) {
+        let limit = libc::rlimit {
+            rlim_cur: n,
+            rlim_max: n,
+        };
+        // SAFETY: plain syscall on our own child, with a valid struct and a null old value.
+        let rc = unsafe {
+            libc::prlimit(
+                self.pid() as libc::pid_t,
+                libc::RLIMIT_NOFILE,
+                &limit,
+                std::ptr::null_mut(),
+            )
+        };
+        assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+    }
+
     /// Sends a signal by name (`TERM`, `INT`, `STOP`, `CONT`, `USR1`, `HUP`).
     pub fn signal(&self, name: &str) {
         let status = Command::new("kill")
