@@ -247,38 +247,9 @@ impl Server {
         events: &mut Events,
         longest: Option<Duration>,
     ) -> io::Result<bool> {
-        let next_deadline = self.next_deadline();
-        self.alarm.set(next_deadline, self.now)?;
-        // Sleep until an event or the alarm, unless we owe a connection a visit: then
-        // only collect what is ready and come straight back.
-        let owed = std::mem::take(&mut self.owed);
-        let listeners_owed = std::mem::take(&mut self.listeners_owed);
-        let timeout = if owed.is_empty() && listeners_owed.is_empty() {
-            [longest, self.alarm.poll_timeout()]
-                .into_iter()
-                .flatten()
-                .min()
-        } else {
-            Some(Duration::ZERO)
-        };
-        match next_deadline {
-            _ if timeout == Some(Duration::ZERO) => trace!("poll: a visit is owed: no sleep"),
-            Some(at) => trace!(
-                "poll: sleeping until an event (the alarm rings in {:?})",
-                at.saturating_duration_since(self.now)
-            ),
-            None => trace!("poll: sleeping until an event (no alarm set)"),
-        }
-        if let Err(e) = self.poll.poll(events, timeout) {
-            if !interrupted(&e) {
-                return Err(e);
-            }
-            // A signal landed during the sleep; its handler already wrote to the signal
-            // socket, so the next poll reports it. Not an error.
-        }
-        self.now = Instant::now();
-        self.tick = self.clock.tick(self.now);
-        trace!("poll: woke with {} events", events.iter().count());
+        // 1. Sleep until an event or the alarm (not at all if we owe a visit).
+        let (owed, listeners_owed) = self.sleep(events, longest)?;
+        // 2. Do the work each event allows.
         for event in events.iter() {
             trace_event(event, self.listeners.len());
             match event.token() {
@@ -292,6 +263,7 @@ impl Server {
                 Token(key) => self.handle_event(key, event),
             }
         }
+        // 3. The visits we owed, the deadlines that came, and the closes of this turn.
         self.serve_owed(owed);
         self.serve_owed_listeners(listeners_owed);
         self.expire_timers();
@@ -305,6 +277,40 @@ impl Server {
         self.send_status_if_due();
         let drained = self.conns.is_empty() && self.listeners.is_empty();
         Ok(self.exit_now || (self.drain_deadline.is_some() && drained))
+    }
+
+    /// Sets the alarm for the nearest deadline and sleeps in `poll` until an event, or
+    /// does not sleep at all when we owe connections or listeners a visit (no event
+    /// will come for what they left unread). Returns what we owe, for this turn.
+    fn sleep(
+        &mut self,
+        events: &mut Events,
+        longest: Option<Duration>,
+    ) -> io::Result<(Vec<usize>, Vec<usize>)> {
+        let next_deadline = self.next_deadline();
+        self.alarm.set(next_deadline, self.now)?;
+        let owed = std::mem::take(&mut self.owed);
+        let listeners_owed = std::mem::take(&mut self.listeners_owed);
+        let timeout = if owed.is_empty() && listeners_owed.is_empty() {
+            [longest, self.alarm.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min()
+        } else {
+            Some(Duration::ZERO)
+        };
+        trace_sleep(timeout, next_deadline, self.now);
+        if let Err(e) = self.poll.poll(events, timeout) {
+            if !interrupted(&e) {
+                return Err(e);
+            }
+            // A signal landed during the sleep; its handler already wrote to the signal
+            // socket, so the next poll reports it. Not an error.
+        }
+        self.now = Instant::now();
+        self.tick = self.clock.tick(self.now);
+        trace!("poll: woke with {} events", events.iter().count());
+        Ok((owed, listeners_owed))
     }
 
     /// When the alarm must ring: the earliest of the connections' deadlines, the drain
@@ -631,6 +637,18 @@ impl Server {
                 self.accept_all(i);
             }
         }
+    }
+}
+
+/// `--log-level trace`: how long the loop is about to sleep, and why.
+fn trace_sleep(timeout: Option<Duration>, alarm: Option<Instant>, now: Instant) {
+    match alarm {
+        _ if timeout == Some(Duration::ZERO) => trace!("poll: a visit is owed: no sleep"),
+        Some(at) => trace!(
+            "poll: sleeping until an event (the alarm rings in {:?})",
+            at.saturating_duration_since(now)
+        ),
+        None => trace!("poll: sleeping until an event (no alarm set)"),
     }
 }
 
