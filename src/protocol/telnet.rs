@@ -847,3 +847,6 @@ mod tests {
         }
     }
 }
+
+// Saving and loading the decoder for an upgrade in place.
+mod state;
