@@ -153,7 +153,16 @@ fn upgrade(echod: &Echod, n: usize) -> String {
 /// A child's stdout, collected by a thread, so that the test can wait for bytes with
 /// a timeout.
 #[derive(Clone, Default)]
-struct Transcript(Arc<(Mutex<(Vec<u8>, bool)>, Condvar)>);
+struct Transcript(Arc<Shared>);
+
+/// What the collecting thread and the test share.
+#[derive(Default)]
+struct Shared {
+    /// The bytes so far, and whether the stream ended.
+    state: Mutex<(Vec<u8>, bool)>,
+    /// Signalled on every change.
+    changed: Condvar,
+}
 
 impl Transcript {
     /// Starts collecting `out` until its end.
@@ -164,14 +173,13 @@ impl Transcript {
             let mut buf = [0; 4096];
             loop {
                 let n = out.read(&mut buf).unwrap_or(0);
-                let (lock, changed) = &*t.0;
-                let mut state = lock.lock().unwrap();
+                let mut state = t.0.state.lock().unwrap();
                 if n == 0 {
                     state.1 = true;
                 } else {
                     state.0.extend_from_slice(&buf[..n]);
                 }
-                changed.notify_all();
+                t.0.changed.notify_all();
                 if n == 0 {
                     return;
                 }
@@ -183,13 +191,12 @@ impl Transcript {
     /// Waits until `done` holds for (bytes so far, ended); fails after [`TIMEOUT`].
     fn wait(&self, what: &str, done: impl Fn(&[u8], bool) -> bool) -> Vec<u8> {
         let deadline = Instant::now() + TIMEOUT;
-        let (lock, changed) = &*self.0;
-        let mut state = lock.lock().unwrap();
+        let mut state = self.0.state.lock().unwrap();
         while !done(&state.0, state.1) {
             let left = deadline
                 .checked_duration_since(Instant::now())
                 .unwrap_or_else(|| panic!("{what}: got {:?}", String::from_utf8_lossy(&state.0)));
-            state = changed.wait_timeout(state, left).unwrap().0;
+            state = self.0.changed.wait_timeout(state, left).unwrap().0;
         }
         state.0.clone()
     }
