@@ -558,6 +558,67 @@ fn sigusr2_during_a_drain_is_refused() {
     assert_eq!(echod.count_log("upgrading: exec"), 0);
 }
 
+/// Under systemd: the listener came by socket activation and is handed over like any
+/// other, and systemd hears `RELOADING=1` (with the time, as systemd 253 wants it)
+/// before the `exec` and `READY=1` once the new image serves.
+#[test]
+fn under_systemd_the_upgrade_is_a_reload() {
+    if !have_tool("python3") {
+        return;
+    }
+    let install = Install::new("systemd");
+    let notify_path = install.dir.join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let next = |want: &str| -> String {
+        for _ in 0..20 {
+            let mut buf = [0; 4096];
+            let n = notify.recv(&mut buf).expect("a notification in time");
+            let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if msg.contains(want) {
+                return msg;
+            }
+        }
+        panic!("no {want} among 20 notifications");
+    };
+    // A stand-in for systemd's socket activation (as in tests/systemd.rs): bind, make
+    // the socket descriptor 3, name ourselves in LISTEN_PID, become echod.
+    let stand_in = r#"
+import os, socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+s.bind(("127.0.0.1", 0))
+s.listen(128)
+if s.fileno() != 3:
+    os.dup2(s.fileno(), 3)
+os.set_inheritable(3, True)
+os.environ["LISTEN_FDS"] = "1"
+os.environ["LISTEN_PID"] = str(os.getpid())
+os.execv(sys.argv[1], sys.argv[1:])
+"#;
+    let mut cmd = Command::new("python3");
+    cmd.args(["-c", stand_in])
+        .arg(&install.bin)
+        .env("NOTIFY_SOCKET", &notify_path);
+    let echod = Echod::spawn(cmd);
+    assert_eq!(next("READY=1").trim(), "READY=1");
+    let mut s = echod.connect_greeted();
+    s.write_all(b"before the re").unwrap();
+
+    install.put_changed_build(1);
+    echod.signal("USR2");
+    let reloading = next("RELOADING=1");
+    assert!(reloading.contains("MONOTONIC_USEC="), "{reloading}");
+    assert_eq!(next("READY=1").trim(), "READY=1");
+    echod.expect_log("resumed 1 connections and 1 listeners");
+    send_expect(&mut s, b"load\n", b"OK...before the reload\n");
+    let mut t = echod.connect_greeted();
+    assert_echoes(&mut t, &["new client, same socket"]);
+    assert_eq!(
+        echod.count_log("socket activation: 1 inherited listeners"),
+        1
+    );
+}
+
 /// `--resume-formats` names the saved-state formats this build reads, one per line.
 #[test]
 fn resume_formats_lists_the_state_format() {

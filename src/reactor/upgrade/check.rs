@@ -82,6 +82,8 @@ impl Check {
             // It must answer, not try to resume (our environment may still say
             // ECHOD_RESUME=1 from the upgrade that started us).
             .env_remove(super::RESUME_ENV)
+            // Only the daemon itself talks to systemd.
+            .env_remove("NOTIFY_SOCKET")
             .spawn()?;
         let registered = child.stdout.take().map(Receiver::from).map(|mut stdout| {
             stdout.set_nonblocking(true)?;

@@ -57,10 +57,27 @@ pub fn queue(server: &Server, saved: &[u8]) -> io::Result<Pair> {
     all.extend(server.listeners.iter().map(|l| l.as_fd()));
     all.extend(server.metrics.as_ref().map(|m| m.listener().as_fd()));
     all.extend(server.conns.live().map(|entry| entry.stream.as_fd()));
+    make_room(&ours, all.len().div_ceil(FDS_PER_MESSAGE));
     for chunk in all.chunks(FDS_PER_MESSAGE) {
         send_chunk(&ours, chunk)?;
     }
     Ok((ours, theirs))
+}
+
+/// Asks for a send buffer that holds `messages` messages. Each queued message costs the
+/// buffer about 800 bytes (its bookkeeping, not its 4-byte payload), so the default
+/// (`net.core.wmem_default`, usually 208 KiB) holds about 270 of them: some 50,000
+/// descriptors. We ask for 1 KiB per message; the kernel grants at most
+/// `net.core.wmem_max`. Asking is all we can do: if the buffer is still too small,
+/// a send says `WouldBlock` and the upgrade is refused with that error.
+fn make_room(socket: &UnixStream, messages: usize) {
+    let wanted = messages.saturating_add(16).saturating_mul(1024);
+    let socket = socket2::SockRef::from(socket);
+    if socket.send_buffer_size().is_ok_and(|size| size < wanted) {
+        if let Err(e) = socket.set_send_buffer_size(wanted) {
+            log::debug!("upgrade: cannot grow the socket pair's send buffer: {e}");
+        }
+    }
 }
 
 /// The descriptor number of the end that crosses `exec`, for `LISTEN_FDS_FIRST_FD`.

@@ -60,13 +60,19 @@ impl Upgrade {
 
 impl Server {
     /// SIGUSR2: start the check of the new binary, unless we cannot upgrade now.
-    pub(in crate::reactor) fn start_upgrade(&mut self) {
+    pub(crate) fn start_upgrade(&mut self) {
         if self.drain_deadline.is_some() {
             info!("SIGUSR2 refused: shutting down");
             return;
         }
         if self.upgrade.check.is_some() || self.upgrade.due {
             info!("SIGUSR2 refused: an upgrade is already in progress");
+            return;
+        }
+        check::reap(&mut self.upgrade.dying);
+        if !self.upgrade.dying.is_empty() {
+            // Its zombie would outlive us: the new image would not know to reap it.
+            info!("SIGUSR2 refused: a killed upgrade check has not exited yet");
             return;
         }
         let Some(binary) = self.upgrade.binary.clone() else {
@@ -84,7 +90,7 @@ impl Server {
     }
 
     /// The check's pipe is readable: take its answer.
-    pub(in crate::reactor) fn upgrade_check_readable(&mut self) {
+    pub(crate) fn upgrade_check_readable(&mut self) {
         if let Some(check) = &mut self.upgrade.check {
             check.read(self.poll.registry());
         }
@@ -92,7 +98,7 @@ impl Server {
     }
 
     /// SIGCHLD: the check's process may have exited.
-    pub(in crate::reactor) fn reap_upgrade_check(&mut self) {
+    pub(crate) fn reap_upgrade_check(&mut self) {
         if let Some(check) = &mut self.upgrade.check {
             check.poll_exit();
         }
@@ -101,7 +107,7 @@ impl Server {
     }
 
     /// The check took too long: kill it, and keep serving.
-    pub(in crate::reactor) fn expire_upgrade_check(&mut self) {
+    pub(crate) fn expire_upgrade_check(&mut self) {
         if self.upgrade.check_deadline().is_some_and(|t| t <= self.now) {
             if let Some(check) = self.upgrade.check.take() {
                 let (why, child) = check.give_up(self.poll.registry());
@@ -128,7 +134,7 @@ impl Server {
 
     /// At the end of a turn: if the check passed, become the new image. Returns
     /// only if that failed, and then we go on serving as before.
-    pub(in crate::reactor) fn hand_over_if_due(&mut self) {
+    pub(crate) fn hand_over_if_due(&mut self) {
         if !std::mem::take(&mut self.upgrade.due) {
             return;
         }
