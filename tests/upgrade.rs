@@ -619,6 +619,47 @@ os.execv(sys.argv[1], sys.argv[1:])
     );
 }
 
+/// One metric line's value from a scrape of `--metrics` at `addr`.
+fn scrape(addr: &str, series: &str) -> String {
+    let mut s = connect(addr.parse().unwrap());
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let body = String::from_utf8(read_to_end(&mut s)).unwrap();
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    body.lines()
+        .find_map(|l| l.strip_prefix(&format!("{series} ")))
+        .unwrap_or_else(|| panic!("no {series} in {body}"))
+        .to_string()
+}
+
+/// `--metrics` goes on at the same address, and what it serves goes on counting: the
+/// listener is handed over, the counters and the process start time too.
+#[test]
+fn metrics_carry_on_across_an_upgrade() {
+    let install = Install::new("metrics");
+    let echod = install.start(&["--metrics", "127.0.0.1:0"]);
+    let line = echod.expect_log("metrics: serving http://");
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.strip_suffix("/metrics"))
+        .unwrap()
+        .to_string();
+    let mut clients: Vec<_> = (0..3).map(|_| echod.connect_greeted()).collect();
+    for c in &mut clients {
+        assert_echoes(c, &["counted"]);
+    }
+    let started = scrape(&addr, "echod_process_start_time_seconds");
+    assert_eq!(scrape(&addr, "echod_connections_accepted_total"), "3");
+    upgrade(&echod, 1);
+    assert_eq!(scrape(&addr, "echod_connections_accepted_total"), "3");
+    assert_eq!(scrape(&addr, "echod_lines_total"), "3");
+    assert_eq!(scrape(&addr, "echod_process_start_time_seconds"), started);
+    assert_eq!(
+        echod.count_log(&format!("serving http://{addr}/metrics")),
+        2
+    );
+}
+
 /// `--resume-formats` names the saved-state formats this build reads, one per line.
 #[test]
 fn resume_formats_lists_the_state_format() {
