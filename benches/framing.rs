@@ -1,5 +1,6 @@
 //! Micro-benchmarks of the two pieces of echod that do per-byte and per-line work, with
-//! no network: the framer ([`echod::protocol::line`]) and the connection state machine
+//! no network: the framer ([`echod::protocol::fast`], the tuned path of
+//! [`echod::protocol::line`]) and the connection state machine
 //! ([`echod::protocol::conn::Connection`]). They catch a regression of the CPU per line without the
 //! noise of sockets and a shared machine (`benches/compare/` measures the whole server).
 //!
@@ -9,20 +10,23 @@
 //!
 //! - `framer/*`: bytes/s for a 64 KiB read (the reactor's scratch size) made of 32-byte or
 //!   4 KiB lines: `scan` finds the line ends only, `scan+reply` also builds the replies,
-//!   as the server does (`line::push_replies`).
+//!   as the server does (`fast::push_replies`), and `plain-reply` builds them the plain
+//!   way (`line::line_len` and `line::push_reply` per line), which is what the tuned path
+//!   is measured against.
 //! - `conn/*`: ns per line through [`Connection::handle_input`], then the output taken as
 //!   a socket would take it (`poll_output` + `advance_output`), in a reply buffer lent
 //!   and returned as the reactor does (`lend_output`/`return_output`), with the shapes of the
 //!   comparison workloads: ping-pong (one line per read), 64 lines per read (the pipelined
-//!   workload), a full 64 KiB read, a line split across two reads, 4 KiB lines, and the
-//!   64-line read again in telnet mode.
+//!   workload), a full 64 KiB read, a line split across two reads, 4 KiB lines (all with
+//!   the default `--telnet auto`), and the 64-line read again with `--telnet on`.
 
 use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use echod::config::Telnet;
 use echod::protocol::conn::{Connection, Rules, State};
-use echod::protocol::line;
+use echod::protocol::{fast, line};
 
 /// The reactor's read buffer size: the most one read hands to a connection.
 const READ_SIZE: usize = 64 * 1024;
@@ -52,7 +56,7 @@ fn framer(c: &mut Criterion) {
         };
         group.throughput(Throughput::Bytes(input.len() as u64));
         group.bench_with_input(BenchmarkId::new("scan", &label), &input, |b, input| {
-            b.iter(|| line::newlines(black_box(&input[..])).count())
+            b.iter(|| fast::newlines(black_box(&input[..])).count())
         });
         let mut out = Vec::with_capacity(input.len() * 2);
         group.bench_with_input(
@@ -62,8 +66,28 @@ fn framer(c: &mut Criterion) {
                 b.iter(|| {
                     out.clear();
                     let input = black_box(&input[..]);
-                    let prefix = line::Prefix::new(b"OK...");
-                    line::push_replies(&mut out, &prefix, input, READ_SIZE * 2);
+                    let prefix = fast::Prefix::new(b"OK...");
+                    let limits = fast::Limits {
+                        max_line: READ_SIZE,
+                        max_out: usize::MAX,
+                    };
+                    fast::push_replies(&mut out, &prefix, input, limits);
+                    black_box(out.len())
+                })
+            },
+        );
+        group.bench_with_input(
+            BenchmarkId::new("plain-reply", &label),
+            &input,
+            |b, input| {
+                b.iter(|| {
+                    out.clear();
+                    let input = black_box(&input[..]);
+                    let mut used = 0;
+                    while let Some(len) = line::line_len(&input[used..]) {
+                        line::push_reply(&mut out, b"OK...", &input[used..used + len], false);
+                        used += len;
+                    }
                     black_box(out.len())
                 })
             },
@@ -111,7 +135,7 @@ fn connection(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(2));
     let plain = Rules::default();
     let telnet = Rules {
-        telnet: true,
+        telnet: Telnet::On,
         ..Rules::default()
     };
 

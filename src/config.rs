@@ -32,6 +32,20 @@ pub enum Mode {
     Raw,
 }
 
+/// Whether a connection speaks telnet (`--telnet`): then telnet commands are removed from
+/// its input, negotiation is refused, and 0xFF in its replies is doubled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Telnet {
+    /// Byte-exact until the client sends a telnet command (IAC, then a byte from 0xF0 to
+    /// 0xFE), telnet-aware from that command on. The default: a telnet client works with
+    /// no flag, and every other client gets its bytes back exactly.
+    Auto,
+    /// Telnet-aware from the first byte.
+    On,
+    /// Byte-exact always: for binary clients that may send what looks like a command.
+    Off,
+}
+
 /// Everything the server needs to run. Built by [`parse_args`] or by hand in tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -46,8 +60,9 @@ pub struct Config {
     pub prefix: Vec<u8>,
     /// Line protocol or plain echo.
     pub mode: Mode,
-    /// Strip telnet commands from the input and answer negotiation (`--telnet`).
-    pub telnet: bool,
+    /// When to strip telnet commands from the input and answer negotiation (`--telnet`).
+    /// Raw mode is always byte-exact.
+    pub telnet: Telnet,
     /// Longest line we buffer, in bytes, not counting its `\n`. A longer line ends the
     /// connection with `ERR line too long`: it bounds the input buffer of each client.
     pub max_line: usize,
@@ -90,7 +105,7 @@ impl Default for Config {
             banner: line_with_newline(DEFAULT_BANNER),
             prefix: DEFAULT_PREFIX.as_bytes().to_vec(),
             mode: Mode::Line,
-            telnet: false,
+            telnet: Telnet::Auto,
             max_line: 65536,
             max_pending: 65536,
             max_connections: 10_000,
@@ -174,7 +189,8 @@ Options:
                          [{banner}]
   --prefix TEXT          bytes before every echoed line [{prefix}]
   --raw                  plain echo (RFC 862): no banner, no prefix, no framing
-  --telnet               strip telnet commands, refuse negotiation, escape 0xFF
+  --telnet auto|on|off   strip telnet commands, refuse negotiation, escape 0xFF: from a
+                         client's first telnet command, always, or never [auto]
   --max-line BYTES       longest line, without its newline [{max_line}]
   --max-pending BYTES    reply bytes held per client before we stop reading it [{max_pending}]
   --max-connections N    clients served at once, capped by the fd limit [{max_conn}]
@@ -238,7 +254,7 @@ where
             }
             Long("prefix") => config.prefix = text(&mut parser)?.into_bytes(),
             Long("raw") => config.mode = Mode::Raw,
-            Long("telnet") => config.telnet = true,
+            Long("telnet") => config.telnet = telnet_mode(&mut parser)?,
             Long("reuse-port") => config.reuse_port = true,
             Long("proxy-protocol") => config.proxy_protocol = true,
             Long("max-line") => {
@@ -294,8 +310,12 @@ where
         // Raw mode is RFC 862 echo: the client gets back exactly what it sent.
         config.banner.clear();
     }
-    if config.mode == Mode::Raw && config.telnet {
-        return Err(ArgError("--telnet and --raw cannot be combined".into()));
+    if config.mode == Mode::Raw {
+        if config.telnet == Telnet::On {
+            return Err(ArgError("--telnet on and --raw cannot be combined".into()));
+        }
+        // Raw mode is byte-exact, whatever the bytes look like.
+        config.telnet = Telnet::Off;
     }
     Ok(Command::Run(Box::new(config)))
 }
@@ -308,6 +328,35 @@ fn line_with_newline(text: &str) -> Vec<u8> {
     let mut line = text.as_bytes().to_vec();
     line.push(b'\n');
     line
+}
+
+/// The value of `--telnet`: `--telnet=MODE`, `--telnet MODE`, or a bare `--telnet`,
+/// which means `on` (what the flag meant before it took a value).
+fn telnet_mode(parser: &mut lexopt::Parser) -> Result<Telnet, ArgError> {
+    const MODES: [(&str, Telnet); 3] = [
+        ("auto", Telnet::Auto),
+        ("on", Telnet::On),
+        ("off", Telnet::Off),
+    ];
+    let value = match parser.optional_value() {
+        Some(value) => value.string()?,
+        None => {
+            let is_mode = |arg: &std::ffi::OsStr| MODES.iter().any(|(name, _)| arg == *name);
+            match parser.raw_args()?.next_if(is_mode) {
+                Some(value) => value.string()?,
+                None => return Ok(Telnet::On),
+            }
+        }
+    };
+    MODES
+        .iter()
+        .find(|(name, _)| *name == value)
+        .map(|&(_, mode)| mode)
+        .ok_or_else(|| {
+            ArgError(format!(
+                "invalid value '{value}' for --telnet: expected auto, on or off"
+            ))
+        })
 }
 
 /// The value of the option just seen, as UTF-8 text.
@@ -373,6 +422,27 @@ mod tests {
         assert_eq!(c.idle_timeout, Some(Duration::from_secs(300)));
         assert_eq!(c.drain_timeout, Duration::from_secs(5));
         assert_eq!(c.mode, Mode::Line);
+        assert_eq!(c.telnet, Telnet::Auto);
+    }
+
+    #[test]
+    fn telnet_takes_a_mode_and_alone_means_on() {
+        for (args, want) in [
+            (&["--telnet", "off"][..], Telnet::Off),
+            (&["--telnet=auto"], Telnet::Auto),
+            (&["--telnet", "on", "--max-line", "9"], Telnet::On),
+            (&["--telnet"], Telnet::On),
+            (&["--telnet", "--max-line", "9"], Telnet::On),
+            (&["--max-line", "9", "--telnet", "auto"], Telnet::Auto),
+        ] {
+            assert_eq!(run(args).unwrap().telnet, want, "{args:?}");
+        }
+        // Raw mode is byte-exact: auto (the default) and off mean the same there.
+        assert_eq!(run(&["--raw"]).unwrap().telnet, Telnet::Off);
+        assert_eq!(
+            run(&["--raw", "--telnet", "auto"]).unwrap().telnet,
+            Telnet::Off
+        );
     }
 
     #[test]
@@ -410,7 +480,7 @@ mod tests {
         assert_eq!(c.backlog, 7);
         assert_eq!(c.banner, b"hello\n");
         assert_eq!(c.prefix, b">");
-        assert!(c.telnet);
+        assert_eq!(c.telnet, Telnet::On);
         assert_eq!((c.max_line, c.max_pending, c.max_connections), (10, 20, 5));
         assert_eq!(c.idle_timeout, None);
         assert_eq!(c.drain_timeout, Duration::from_secs(1));
@@ -450,6 +520,9 @@ mod tests {
             &["--nope"],
             &["--listen"],
             &["--raw", "--telnet"],
+            &["--raw", "--telnet", "on"],
+            &["--telnet=yes"],
+            &["--telnet", "yes"],
             &["--raw", "--banner", "x"],
         ] {
             let err = run(bad).expect_err(&format!("{bad:?} should fail"));

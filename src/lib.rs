@@ -13,6 +13,7 @@
 //! - [`protocol`] (`src/protocol/`): the socket-free core. No sockets, no clock; tested
 //!   byte by byte.
 //!   - [`protocol::line`]: framing: where a line ends, what its reply is.
+//!   - [`protocol::fast`]: the same framing tuned for reads of many short lines.
 //!   - [`protocol::conn`]: one client's state machine: states, buffers, limits.
 //!   - [`protocol::telnet`]: the `--telnet` command filter.
 //!   - [`protocol::proxy`]: the `--proxy-protocol` header parser (HAProxy v1 and v2).

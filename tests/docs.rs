@@ -14,7 +14,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use echod::config::Mode;
+use echod::config::{Mode, Telnet};
 use echod::protocol::conn::{Connection, Rules, State};
 use echod::protocol::tick::Tick;
 
@@ -546,7 +546,7 @@ fn state_diagram_arrows_are_the_transitions_the_code_makes() {
             ..small.clone()
         },
         Rules {
-            telnet: true,
+            telnet: Telnet::On,
             ..small.clone()
         },
     ];

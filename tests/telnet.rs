@@ -1,4 +1,5 @@
-//! `--telnet`: Ctrl-C in a real telnet client must not freeze the session.
+//! `--telnet auto|on|off`: Ctrl-C in a real telnet client must not freeze the session, with
+//! no flag at all, and every other client's bytes come back exactly.
 
 mod util;
 
@@ -27,10 +28,10 @@ fn a_literal_0xff_round_trips_escaped() {
     send_expect(&mut s, b"a\xff\xffb\r\n", b"OK...a\xff\xffb\r\n");
 }
 
-/// Without `--telnet` the protocol stays byte-exact: the same bytes are echoed as data.
+/// With `--telnet off` the protocol stays byte-exact: the same bytes are echoed as data.
 #[test]
-fn line_mode_without_telnet_stays_byte_exact() {
-    let echod = Echod::start(&[]);
+fn telnet_off_stays_byte_exact() {
+    let echod = Echod::start(&["--telnet", "off"]);
     let mut s = echod.connect_greeted();
     send_expect(
         &mut s,
@@ -39,16 +40,53 @@ fn line_mode_without_telnet_stays_byte_exact() {
     );
 }
 
-/// The real `telnet` in a pseudo-terminal (driven by `expect`): type a line, press
-/// Ctrl-C in the middle of another, type a third: its reply appears, and no 0xFF junk
-/// reaches the screen.
+/// With no flag (`--telnet auto`) a connection is byte-exact until it sends a telnet
+/// command: 0xFF followed by anything else, `FF FF` included, is data and comes back as
+/// it was sent. Ctrl-C's bytes then make it telnet-aware: the partial line is dropped, the
+/// timing mark refused, and the next line answered.
 #[test]
-fn real_telnet_survives_ctrl_c() {
+fn telnet_auto_is_byte_exact_until_a_command() {
+    let echod = Echod::start(&[]);
+    let mut s = echod.connect_greeted();
+    send_expect(
+        &mut s,
+        b"a\xff\xffb\xff\x41\n",
+        b"OK...a\xff\xffb\xff\x41\n",
+    );
+    send_expect(
+        &mut s,
+        b"abc\xff\xf4\xff\xfd\x06second\r\n",
+        b"\xff\xfc\x06OK...second\r\n",
+    );
+    // Telnet-aware now: IAC IAC is one 0xFF, sent back doubled.
+    send_expect(&mut s, b"a\xff\xffb\r\n", b"OK...a\xff\xffb\r\n");
+}
+
+/// The real `telnet` in a pseudo-terminal (driven by `expect`), with no flag: type a line,
+/// press Ctrl-C in the middle of another (telnet sends `IAC IP IAC DO TIMING-MARK`), type a
+/// third: its reply appears, and no 0xFF junk reaches the screen.
+#[test]
+fn real_telnet_survives_ctrl_c_with_no_flag() {
+    real_telnet_survives_ctrl_c(&[]);
+}
+
+/// The same with `--telnet on`.
+#[test]
+fn real_telnet_survives_ctrl_c_with_telnet_on() {
+    real_telnet_survives_ctrl_c(&["--telnet", "on"]);
+}
+
+/// Drives the real `telnet` through `expect` against echod started with `args`.
+fn real_telnet_survives_ctrl_c(args: &[&str]) {
     if !have_tool("telnet") || !have_tool("expect") {
         return;
     }
-    let echod = Echod::start(&["--telnet"]);
-    let dir = std::env::temp_dir().join(format!("echod-telnet-{}", std::process::id()));
+    let echod = Echod::start(args);
+    let dir = std::env::temp_dir().join(format!(
+        "echod-telnet-{}-{}",
+        std::process::id(),
+        args.len()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     let screen = dir.join("screen.log");
     let script = format!(

@@ -260,9 +260,10 @@ impl Drop for Nc {
     }
 }
 
-/// A real `telnet` session in a pseudo-terminal, driven by `expect`: it types a line
-/// and sees its reply, then says READY and waits for a line on its stdin (our cue that
-/// the upgrade happened), then types another line and must see its reply too.
+/// A real `telnet` session in a pseudo-terminal, driven by `expect`: it presses Ctrl-C
+/// (telnet sends `IAC IP IAC DO TIMING-MARK`, which makes the connection telnet-aware),
+/// types a line and sees its reply, then says READY and waits for a line on its stdin
+/// (our cue that the upgrade happened), then does it all again.
 struct Telnet {
     child: Child,
     out: Transcript,
@@ -275,11 +276,13 @@ impl Telnet {
 log_user 0
 spawn telnet {ip} {port}
 expect "hit enter" {{}} timeout {{exit 10}}
+send "junk\003"
 send "before {i}\r"
 expect "OK...before {i}" {{}} timeout {{exit 11}}
 puts "READY"
 flush stdout
 gets stdin
+send "more junk\003"
 send "after {i}\r"
 expect "OK...after {i}" {{}} timeout {{exit 12}}
 send "\035"
@@ -355,7 +358,8 @@ fn sessions_survive_an_upgrade_to_a_new_build() {
         return;
     }
     let install = Install::new("sessions");
-    let echod = install.start(&["--telnet"]);
+    // The default `--telnet auto`: nc stays byte-exact, telnet becomes telnet-aware.
+    let echod = install.start(&[]);
     let pid = echod.pid();
     let old_exe = exe_inode(pid);
 

@@ -149,19 +149,36 @@ stop_echod() {
     ECHOD_PID=""
 }
 
-# One run: a fresh echod, the load (with the attack arguments given, if any), echod's
-# peak memory. Writes $TMP/NAME.json: echoc's summary plus "echod_vmhwm_kib".
+# One run: a fresh echod, the measured load, and (with attack arguments) the attackers in
+# a second echoc process, so that the attack costs the measured clients nothing on their
+# side of the wire: what the table shows is what the attack costs the server. The
+# attackers start first and get DURATION + 3 s; the measured run starts 2 s later.
+# Writes $TMP/NAME.json: the measured echoc's summary, the attackers' "attack" object and
+# "echod_vmhwm_kib".
 run_one() {
     local name="$1"
     shift
     start_echod "$TMP/$name.echod.log"
-    local rc=0
+    local rc=0 attacker=""
+    if [ "$#" -gt 0 ]; then
+        # nice 19: the attackers take what CPU is left, never the measured client's.
+        timeout -k 5 $((DURATION + 60)) nice -n 19 "$ECHOC" load "127.0.0.1:$PORT" \
+            -c 1 -d $((DURATION + 3)) --json --source "${ATTACK_SOURCE%%-*}" "$@" \
+            >"$TMP/$name.attacker.out" 2>"$TMP/$name.attacker.err" &
+        attacker=$!
+        sleep 2
+    fi
     # In the background so that a signal to this script runs the trap at once (bash
     # defers traps until a foreground child exits). Every run has a time limit.
     timeout -k 5 $((DURATION + 60)) "${PIN_CLIENT[@]}" "$ECHOC" load "127.0.0.1:$PORT" \
-        -c "$CONNECTIONS" -d "$DURATION" --json "$@" \
+        -c "$CONNECTIONS" -d "$DURATION" --json \
         >"$TMP/$name.out" 2>"$TMP/$name.err" &
     wait $! || rc=$?
+    local attack='null'
+    if [ -n "$attacker" ]; then
+        wait "$attacker" || true
+        attack="$(tail -n 1 "$TMP/$name.attacker.out" | jq -c '.attack' 2>/dev/null || echo null)"
+    fi
     stop_echod
     local hwm="$HWM"
     local json
@@ -171,7 +188,9 @@ run_one() {
         cat "$TMP/$name.out" "$TMP/$name.err" >&2
         exit 1
     fi
-    jq -c --argjson hwm "$hwm" '. + {echod_vmhwm_kib: $hwm}' <<<"$json" >"$TMP/$name.json"
+    jq -c --argjson hwm "$hwm" --argjson attack "${attack:-null}" \
+        '. + {echod_vmhwm_kib: $hwm} + (if $attack == null then {} else {attack: $attack} end)' \
+        <<<"$json" >"$TMP/$name.json"
     echo "  $name: $(jq -r '"\(.replies_per_s) replies/s, p99 \(.latency_us.p99) us, errors \(.errors)"' "$TMP/$name.json"), echod peak $((hwm / 1024)) MiB (echoc exit $rc)" >&2
 }
 

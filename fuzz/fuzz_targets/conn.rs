@@ -1,15 +1,16 @@
 //! Fuzzes the connection state machine: arbitrary bytes, arbitrary segmentation, arbitrary
-//! partial writes, in line, raw and telnet modes, with small limits so that every limit
-//! path runs. Checks the invariants the protocol promises:
+//! partial writes, in line and raw modes with `--telnet` off, on and auto, with small limits
+//! so that every limit path runs. Checks the invariants the protocol promises:
 //! - the output is exactly banner + prefix+line per complete line (+ the fragment on EOF),
-//!   or that up to the first overlong line followed by `ERR line too long` (line/raw mode);
+//!   or that up to the first overlong line followed by `ERR line too long` (line/raw mode
+//!   with telnet off, and with telnet auto while the input holds no telnet command);
 //! - the pending output never exceeds `max(max_pending, one reply)` (plus the telnet answers
 //!   and the error message, which are queued whatever the room);
 //! - the input buffer never exceeds `max_line` + one segment;
 //! - the machine never stalls: it always either has output, wants input, or is done.
 #![no_main]
 
-use echod::config::{Config, Mode};
+use echod::config::{Config, Mode, Telnet};
 use echod::protocol::conn::{Connection, Rules, State, ERR_LINE_TOO_LONG};
 use libfuzzer_sys::fuzz_target;
 
@@ -19,7 +20,11 @@ fuzz_target!(|data: &[u8]| {
     }
     let (head, input) = data.split_at(4);
     let mode = if head[0] & 1 == 1 { Mode::Raw } else { Mode::Line };
-    let telnet = mode == Mode::Line && head[0] & 2 == 2;
+    let telnet = match (head[0] >> 1) & 1 | (head[0] >> 2) & 2 {
+        0 => Telnet::Off,
+        1 => Telnet::On,
+        _ => Telnet::Auto,
+    };
     let eof = head[0] & 4 == 4;
     let p = Rules::from_config(&Config {
         mode,
@@ -53,7 +58,7 @@ fuzz_target!(|data: &[u8]| {
         } else if fed < input.len() && c.wants_read(&p) {
             let end = (fed + k).min(input.len());
             c.handle_input(&p, &input[fed..end]);
-            if telnet {
+            if telnet != Telnet::Off {
                 answers_allowance += 3 * (end - fed);
             }
             fed = end;
@@ -78,10 +83,36 @@ fuzz_target!(|data: &[u8]| {
         }
         assert!(c.is_closed(), "after EOF and a full drain the connection must close");
     }
-    if !telnet {
-        assert_eq!(got, expected(&p, input, eof));
+    let exact = match p.telnet {
+        Telnet::Off => Some(input),
+        Telnet::On => None,
+        Telnet::Auto => byte_exact_part(input, eof),
+    };
+    if let Some(exact) = exact {
+        assert_eq!(got, expected(&p, exact, eof));
     }
 });
+
+/// With `--telnet auto`, the input the connection treats as data when `input` holds no
+/// telnet command (0xFF, then 0xF0..=0xFE; `FF FF` is two data bytes): all of it, but a
+/// final lone 0xFF only once the input has ended. `None` when there is a command.
+fn byte_exact_part(input: &[u8], eof: bool) -> Option<&[u8]> {
+    let mut i = 0;
+    while i < input.len() {
+        if input[i] != 0xFF {
+            i += 1;
+            continue;
+        }
+        match input.get(i + 1) {
+            None if !eof => return Some(&input[..i]),
+            None => break,
+            Some(0xF0..=0xFE) => return None,
+            Some(0xFF) => i += 2,
+            Some(_) => i += 1,
+        }
+    }
+    Some(input)
+}
 
 /// The protocol's answer to `input`, computed the simple way: in one piece.
 fn expected(p: &Rules, input: &[u8], eof: bool) -> Vec<u8> {

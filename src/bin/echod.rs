@@ -53,10 +53,10 @@ fn main() -> ExitCode {
         }
     };
     info!(
-        "echod {} starting: {:?} mode{}, max-line {} B, max-pending {} B, max-connections {}, idle-timeout {}, drain-timeout {}s",
+        "echod {} starting: {:?} mode, telnet {}, max-line {} B, max-pending {} B, max-connections {}, idle-timeout {}, drain-timeout {}s",
         env!("CARGO_PKG_VERSION"),
         config.mode,
-        if config.telnet { " with telnet" } else { "" },
+        format!("{:?}", config.telnet).to_lowercase(),
         config.max_line,
         config.max_pending,
         server.max_connections(),

@@ -15,7 +15,9 @@
 //! - `input`: bytes received but not yet answered. Normally just a partial line, at most
 //!   [`Rules::max_line`] bytes. When replies cannot be queued (the client is not reading)
 //!   it also holds the complete lines still waiting for room: the *backlog*. We stop reading
-//!   while there is a backlog, so it is at most one read's worth.
+//!   while there is a backlog, so it is at most one read's worth. (A telnet-aware
+//!   connection keeps the rest of that read undecoded in its telnet filter instead, so
+//!   that a negotiation answer cannot overtake the replies to the lines before it.)
 //! - `output`: reply bytes the socket has not taken yet. A reply is queued only while
 //!   `output` is empty or the reply fits under [`Rules::max_pending`], so `output` never
 //!   exceeds `max(max_pending, one reply)`.
@@ -43,7 +45,8 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::config::{Config, Mode};
+use crate::config::{Config, Mode, Telnet};
+use crate::protocol::fast;
 use crate::protocol::line;
 use crate::protocol::proxy;
 use crate::protocol::telnet;
@@ -71,12 +74,13 @@ pub const ERR_BAD_PROXY_HEADER: &[u8] = b"ERR bad proxy header\n";
 pub struct Rules {
     /// Line protocol or plain echo.
     pub mode: Mode,
-    /// Sent once when the connection opens (already telnet-escaped in telnet mode).
+    /// Sent once when the connection opens (telnet-escaped with `--telnet on`; with `auto`
+    /// it goes out before we know what the client speaks, so as it is).
     pub banner: Vec<u8>,
-    /// Put before every echoed line (already telnet-escaped in telnet mode).
+    /// Put before every echoed line (escaped with the line, in telnet mode).
     pub prefix: Vec<u8>,
-    /// Filter telnet commands out of the input and escape 0xFF in replies.
-    pub telnet: bool,
+    /// When to filter telnet commands out of the input and escape 0xFF in replies.
+    pub telnet: Telnet,
     /// The longest line we accept, not counting its `\n`.
     pub max_line: usize,
     /// The most reply bytes we queue before we stop reading from this client.
@@ -105,8 +109,11 @@ pub const LINGER: Duration = Duration::from_secs(2);
 impl Rules {
     /// The rules described by a [`Config`].
     pub fn from_config(config: &Config) -> Rules {
+        let is_line = config.mode == Mode::Line;
+        // Raw mode is byte-exact, whatever the bytes look like.
+        let telnet = if is_line { config.telnet } else { Telnet::Off };
         let escape = |bytes: &[u8]| {
-            if config.telnet {
+            if telnet == Telnet::On {
                 let mut escaped = Vec::with_capacity(bytes.len());
                 telnet::escape_iac(bytes, &mut escaped);
                 escaped
@@ -114,7 +121,6 @@ impl Rules {
                 bytes.to_vec()
             }
         };
-        let is_line = config.mode == Mode::Line;
         Rules {
             mode: config.mode,
             banner: if is_line {
@@ -123,11 +129,11 @@ impl Rules {
                 Vec::new()
             },
             prefix: if is_line {
-                escape(&config.prefix)
+                config.prefix.clone()
             } else {
                 Vec::new()
             },
-            telnet: config.telnet,
+            telnet,
             max_line: config.max_line,
             max_pending: config.max_pending,
             proxy_protocol: config.proxy_protocol,
@@ -249,8 +255,8 @@ pub struct Connection {
     output: Vec<u8>,
     /// How much of `output` the socket has already taken.
     sent: usize,
-    /// The telnet command filter, only in telnet mode (boxed: most servers never use it).
-    telnet: Option<Box<telnet::Decoder>>,
+    /// The telnet layer: byte-exact, watching for the first telnet command, or decoding.
+    telnet: telnet::Filter,
     /// Lines answered so far.
     lines: u64,
     /// The client named by a PROXY header, until the reactor takes it for its logs.
@@ -282,7 +288,7 @@ impl Connection {
             input: Vec::new(),
             output,
             sent: 0,
-            telnet: p.telnet.then(Box::default),
+            telnet: telnet::Filter::new(p.telnet),
             lines: 0,
             proxied: None,
             deadline: Tick::NEVER,
@@ -314,7 +320,7 @@ impl Connection {
     /// How many bytes are buffered in total (input + output): what this client costs us
     /// beyond the fixed size of the struct.
     pub fn buffered(&self) -> usize {
-        self.input.len() + self.pending()
+        self.input.len() + self.telnet.held_len() + self.pending()
     }
 
     /// The heap memory this connection holds: the capacity of its buffers (what
@@ -375,8 +381,7 @@ impl Connection {
         }
         // Only a connection that is still answering may answer its backlog: after an
         // error (Closed) or an error message (Flushing) the rest of the input is dropped.
-        let answering = matches!(self.state, State::Open | State::Finishing);
-        if answering && (self.backlog || self.state == State::Finishing) {
+        if self.is_answering() && (self.backlog || self.state == State::Finishing) {
             self.answer_buffered(p);
         }
         self.check_flushed();
@@ -416,21 +421,30 @@ impl Connection {
             // We are on our way out: input after that point is read only to be dropped.
             _ => return,
         }
-        match self.telnet.take() {
-            None => self.feed(p, data),
-            Some(mut decoder) => {
-                decoder.decode_events(data, |event| match event {
-                    telnet::Event::Data(bytes) => self.feed(p, bytes),
-                    telnet::Event::EraseLine => self.erase_partial_line(),
-                    // Negotiation answers are queued whatever the room: they are few and
-                    // small (one per option, see the telnet module), and the client may
-                    // show nothing until it has them.
-                    telnet::Event::Answer(bytes) => self.output.extend_from_slice(&bytes),
-                });
-                self.telnet = Some(decoder);
+        self.take_input(p, data);
+        self.check_flushed();
+    }
+
+    /// Takes `data` down the layers once: the telnet filter splits it into data, line
+    /// erasures and negotiation answers, in stream order; [`Connection::feed`] frames the
+    /// data and queues the replies. Once a line is too long, the rest is dropped.
+    fn take_input(&mut self, p: &Rules, data: &[u8]) {
+        let mut at = 0;
+        while self.is_answering() {
+            // While lines wait for room, the filter gives out data only, and keeps the
+            // rest until they are answered (see `answer_buffered`).
+            let Some(event) = self.telnet.next_event(data, &mut at, self.backlog) else {
+                break;
+            };
+            match event {
+                telnet::Event::Data(bytes) => self.feed(p, bytes),
+                telnet::Event::EraseLine => self.erase_partial_line(),
+                // Negotiation answers are queued whatever the room, after the replies to
+                // the lines before them: they are few and small (one per option, see the
+                // telnet module), and the client may show nothing until it has them.
+                telnet::Event::Answer(bytes) => self.output.extend_from_slice(&bytes),
             }
         }
-        self.check_flushed();
     }
 
     /// The client's FIN arrived (a read returned 0).
@@ -607,15 +621,21 @@ impl Connection {
         self.output.len() - self.sent
     }
 
+    /// Is the connection still answering what it reads? (`Finishing` answers what it
+    /// read before the end of input.)
+    fn is_answering(&self) -> bool {
+        matches!(self.state, State::Open | State::Finishing)
+    }
+
     /// Can a reply of `len` bytes be queued now?
     fn has_room(&self, p: &Rules, len: usize) -> bool {
         let pending = self.pending();
         pending == 0 || pending + len <= p.max_pending
     }
 
-    /// Takes new plain input (after telnet filtering).
-    fn feed(&mut self, p: &Rules, data: &[u8]) {
-        if self.state != State::Open || data.is_empty() {
+    /// Takes new plain input (after telnet filtering) and answers every line it completes.
+    fn feed(&mut self, p: &Rules, mut data: &[u8]) {
+        if !self.is_answering() || data.is_empty() {
             return;
         }
         if self.backlog {
@@ -631,39 +651,35 @@ impl Connection {
             self.backlog = !self.input.is_empty();
             return;
         }
-        if self.input.is_empty() {
-            // The usual case: nothing is buffered, so every line is in `data`.
-            let used = self.answer_lines(p, data);
-            if self.state == State::Open {
-                self.input.extend_from_slice(&data[used..]);
+        if !self.input.is_empty() {
+            // A partial line is buffered: `input` holds at most that, so the next `\n` can
+            // only be in `data`. We never rescan the partial line, so a line trickling in
+            // one byte at a time costs O(n), not O(n²).
+            let Some(first) = line::line_len(data) else {
+                if self.input.len() + data.len() > p.max_line {
+                    return self.fail_line_too_long();
+                }
+                return self.input.extend_from_slice(data);
+            };
+            // Complete the line in `input` and answer it like any other.
+            self.input.extend_from_slice(&data[..first]);
+            let line = std::mem::take(&mut self.input);
+            let used = self.answer_lines(p, &line);
+            if !self.is_answering() {
+                return; // The line was too long.
             }
-            return;
-        }
-        // A partial line is buffered: `input` holds at most that, so the next `\n` can only
-        // be in `data`. We never rescan the partial line, so a line trickling in one byte
-        // at a time costs O(n), not O(n²).
-        let Some(first) = line::line_len(data) else {
-            if self.input.len() + data.len() > p.max_line {
-                return self.fail_line_too_long();
+            if used == 0 {
+                // No room for its reply: it waits, and so does everything after it.
+                self.input = line;
+                self.input.extend_from_slice(&data[first..]);
+                return;
             }
-            return self.input.extend_from_slice(data);
-        };
-        let line_len = self.input.len() + first;
-        if line_len - 1 > p.max_line {
-            return self.fail_line_too_long();
+            data = &data[first..];
         }
-        if !self.has_room(p, line::reply_len(&p.prefix, line_len)) {
-            self.input.extend_from_slice(data);
-            self.backlog = true;
-            return;
-        }
-        self.reserve_replies(p, data);
-        let partial = std::mem::take(&mut self.input);
-        self.push_reply(p, &partial, &data[..first]);
-        let rest = &data[first..];
-        let used = self.answer_lines(p, rest);
-        if self.state == State::Open {
-            self.input.extend_from_slice(&rest[used..]);
+        // The usual case: nothing is buffered, so every line is in `data`.
+        let used = self.answer_lines(p, data);
+        if self.is_answering() {
+            self.input.extend_from_slice(&data[used..]);
         }
     }
 
@@ -678,7 +694,7 @@ impl Connection {
                 used
             }
         };
-        if matches!(self.state, State::Open | State::Finishing) {
+        if self.is_answering() {
             let rest = &input[used..];
             if used == input.len() {
                 // Give the memory back as soon as nothing is waiting.
@@ -686,6 +702,14 @@ impl Connection {
                 self.input = input;
             } else {
                 self.input = rest.to_vec();
+            }
+        }
+        if self.is_answering() && !self.backlog {
+            // The lines that waited are answered: the input the telnet filter kept while
+            // they did goes on (and may fill the room again).
+            let paused = self.telnet.take_paused();
+            if !paused.is_empty() {
+                self.take_input(p, &paused);
             }
         }
         if self.state == State::Finishing && !self.backlog {
@@ -697,84 +721,51 @@ impl Connection {
     /// sets `backlog` when a complete line is left waiting for room. A partial line at
     /// the end is left for the caller (unless it is already too long).
     ///
-    /// This loop runs once per line, so it is kept lean: one scan finds all the line
-    /// ends, the prefix and a short line are fixed-size copies, and the line-length limit
-    /// is checked per line only when `buf` is long enough to break it.
+    /// Each line takes the plain steps: find its end ([`line::line_len`]), check its
+    /// length against `--max-line` and its reply against the room
+    /// ([`Connection::has_room`]), queue the reply ([`line::push_reply`]). Before them,
+    /// the tuned path ([`fast::push_replies`]) answers every line that needs no decision
+    /// (within both limits, no telnet escaping): on the usual read, all of them. It stops
+    /// at a line that does, and the plain steps decide that one.
     fn answer_lines(&mut self, p: &Rules, buf: &[u8]) -> usize {
-        let check_length = buf.len() > p.max_line + 1;
-        // The usual read: too short to hold a line (or a partial line) over the limit, and
-        // even if it were all one-byte lines their replies would fit. Then no line needs
-        // a check.
-        let worst_case = buf.len().saturating_mul(1 + p.prefix.len());
-        if !p.telnet && buf.len() <= p.max_line && self.pending() + worst_case <= p.max_pending {
-            return self.answer_all_lines(p, buf);
-        }
-        // The room test of `has_room`, in a form that costs one comparison per line:
-        // a reply fits if nothing is pending or the output stays within `limit`.
-        let limit = self.sent + p.max_pending;
-        let prefix = line::Prefix::new(&p.prefix);
-        let (mut used, mut answered) = (0, 0);
-        let mut stopped = false;
-        for newline in line::newlines(buf) {
-            let len = newline + 1 - used;
-            if check_length && len - 1 > p.max_line {
-                self.lines += answered;
+        let telnet = self.telnet.is_decoding();
+        let prefix = fast::Prefix::new(&p.prefix);
+        let mut used = 0;
+        loop {
+            if !telnet {
+                let limits = fast::Limits {
+                    max_line: p.max_line,
+                    // What `has_room` allows when something is pending.
+                    max_out: self.sent + p.max_pending,
+                };
+                let (n, lines) =
+                    fast::push_replies(&mut self.output, &prefix, &buf[used..], limits);
+                used += n;
+                self.lines += lines;
+            }
+            let rest = &buf[used..];
+            let Some(len) = line::line_len(rest) else {
+                break;
+            };
+            if len - 1 > p.max_line {
                 self.fail_line_too_long();
                 return buf.len();
             }
-            let out = self.output.len();
-            if out != self.sent && out + p.prefix.len() + len > limit {
-                stopped = true;
-                break;
+            if !self.has_room(p, line::reply_len(&p.prefix, len)) {
+                self.backlog = true;
+                return used;
             }
-            if answered == 0 {
-                // Room for all the replies at once, made only once there is one to queue
-                // (a read with no complete line allocates nothing).
-                self.reserve_replies(p, &buf[used..]);
-            }
-            if p.telnet {
-                self.output.extend_from_slice(&p.prefix);
-                telnet::escape_iac(&buf[used..=newline], &mut self.output);
-            } else {
-                prefix.push(&mut self.output);
-                line::push_line(&mut self.output, &buf[used..], len);
-            }
+            line::push_reply(&mut self.output, &p.prefix, &rest[..len], telnet);
+            self.lines += 1;
             used += len;
-            answered += 1;
         }
-        self.lines += answered;
-        // The rest is a partial line: too long already if it has no `\n` within the limit.
-        if !stopped && buf.len() - used > p.max_line {
+        // The rest is a partial line: too long already if it is over the limit.
+        if buf.len() - used > p.max_line {
             self.fail_line_too_long();
             return buf.len();
         }
-        // Stopped for room, the rest starts with a complete line; otherwise every `\n` was
-        // answered and the rest is at most a partial line.
-        self.backlog = stopped;
-        used
-    }
-
-    /// [`Connection::answer_lines`] when every line of `buf` is known to fit and to be
-    /// within the length limit: the loop is only "find the end, copy the reply", and it
-    /// is [`line::push_replies`].
-    fn answer_all_lines(&mut self, p: &Rules, buf: &[u8]) -> usize {
         self.backlog = false;
-        let cap = p.max_pending + line::reply_len(&p.prefix, p.max_line + 1);
-        let prefix = line::Prefix::new(&p.prefix);
-        let (used, answered) = line::push_replies(&mut self.output, &prefix, buf, cap);
-        self.lines += answered;
         used
-    }
-
-    /// Grows `output` once for all the replies `buf` can produce (within the pending
-    /// limit), instead of letting it double its way up, reallocating and copying, as
-    /// replies are appended one by one.
-    fn reserve_replies(&mut self, p: &Rules, buf: &[u8]) {
-        // Twice the input covers every line at least as long as the prefix; counting
-        // the lines first would cost a second scan for a tighter guess we do not need
-        // (the buffer is freed as soon as the socket has taken it).
-        let cap = p.max_pending + line::reply_len(&p.prefix, p.max_line + 1);
-        self.output.reserve((2 * buf.len()).min(cap));
     }
 
     /// Raw mode: echo as much of `buf` as fits; returns the bytes used.
@@ -792,20 +783,6 @@ impl Connection {
         n
     }
 
-    /// Queues `prefix` + `head` + `tail`: the reply to one line whose first bytes were
-    /// buffered (`head`) and whose end just arrived (`tail`).
-    fn push_reply(&mut self, p: &Rules, head: &[u8], tail: &[u8]) {
-        self.lines += 1;
-        if p.telnet {
-            self.output.extend_from_slice(&p.prefix);
-            telnet::escape_iac(head, &mut self.output);
-            telnet::escape_iac(tail, &mut self.output);
-        } else {
-            line::push_reply(&mut self.output, &p.prefix, head);
-            self.output.extend_from_slice(tail);
-        }
-    }
-
     /// Input has ended: answer what is buffered, then flush.
     fn finish_input(&mut self, p: &Rules, reason: CloseReason) {
         self.reason = Some(reason);
@@ -817,13 +794,22 @@ impl Connection {
     /// In `Finishing` with no complete line left: answer the unterminated fragment, if
     /// any, with no newline added ("nothing received is left unanswered").
     fn answer_final_fragment(&mut self, p: &Rules) {
+        if let Some(iac) = self.telnet.end_of_input() {
+            // An IAC that ended the input starts no command: it is data.
+            self.feed(p, iac);
+            if self.state != State::Finishing {
+                return; // It made the line too long.
+            }
+        }
         if p.mode == Mode::Line && !self.input.is_empty() {
             if !self.has_room(p, line::reply_len(&p.prefix, self.input.len())) {
                 self.backlog = true;
                 return;
             }
             let fragment = std::mem::take(&mut self.input);
-            self.push_reply(p, &fragment, &[]);
+            let telnet = self.telnet.is_decoding();
+            line::push_reply(&mut self.output, &p.prefix, &fragment, telnet);
+            self.lines += 1;
         }
         self.set_state(State::Flushing);
     }

@@ -1,4 +1,4 @@
-//! Telnet command filtering: a sans-IO decoder for `--telnet` mode.
+//! Telnet command filtering: a sans-IO decoder, and the `--telnet auto|on|off` filter.
 //!
 //! A telnet client does not send only the characters you type. Mixed into the byte stream are
 //! *commands*, each introduced by the byte IAC ("interpret as command", 0xFF, RFC 854):
@@ -16,7 +16,7 @@
 //! A plain echo server echoes those five bytes back as if they were text: the client receives
 //! `DO TIMING-MARK` instead of an answer, never gets its answer, and appears frozen.
 //!
-//! So with `--telnet` the server passes its input through this [`Decoder`] before line framing.
+//! So a telnet-aware connection passes its input through this [`Decoder`] before line framing.
 //! The decoder removes every command, reports `IAC IP`/`IAC AO`/`IAC BRK` as
 //! [`Event::EraseLine`] (the user gave up on the line being typed), and writes the negotiation
 //! answers: we refuse every option (`DO x` → `WONT x`, `WILL x` → `DONT x`), which RFC 855
@@ -28,11 +28,19 @@
 //! machine, so input split at any byte (even inside a command) decodes exactly as it would in
 //! one piece. Output going the other way needs its 0xFF bytes doubled; [`escape_iac`] does that.
 //!
+//! When is a connection telnet-aware? A [`Filter`] per connection says: never
+//! (`--telnet off`, every byte is data), always (`on`), or, by default (`auto`), from the
+//! first telnet command the client sends on. Until then an `auto` connection is byte-exact,
+//! which is what every client that is not telnet needs; a telnet client's first command
+//! (its Ctrl-C, at the latest) makes it telnet-aware, before any harm is done.
+//!
 //! Subnegotiation edge cases (our choice; RFC 855 leaves malformed input open): inside
 //! `IAC SB`, only `IAC SE` ends the subnegotiation, `IAC IAC` is an escaped data byte, and any
 //! other `IAC x` is ignored while the subnegotiation continues. Since we refuse every option, a
 //! conforming client never sends us a subnegotiation at all; its bytes are discarded as they
 //! arrive, never buffered, so even an unterminated one costs no memory.
+
+use crate::config::Telnet;
 
 /// IAC, "interpret as command": introduces every telnet command; `IAC IAC` is a literal 0xFF.
 pub const IAC: u8 = 0xFF;
@@ -77,7 +85,7 @@ pub enum Event<'a> {
     /// IAC IP / IAC AO / IAC BRK: the caller discards its partial (unterminated) line.
     EraseLine,
     /// Our answer to a negotiation (`IAC WONT x` or `IAC DONT x`), to send at this point
-    /// of the reply stream. Only [`Decoder::decode_events`] reports it.
+    /// of the reply stream. Only [`Decoder::next_event`] reports it.
     Answer([u8; 3]),
 }
 
@@ -135,6 +143,16 @@ impl Decoder {
         Decoder::default()
     }
 
+    /// A decoder that has just seen an IAC outside any command: the next byte says which
+    /// command this is. (`--telnet auto` switches on at a command whose IAC ended the
+    /// previous read.)
+    fn after_iac() -> Decoder {
+        Decoder {
+            state: State::Iac,
+            ..Decoder::default()
+        }
+    }
+
     /// Filters `input`. Calls `on` for each Event in stream order; Data slices borrow `input`
     /// where possible (contiguous runs between commands: do not copy byte by byte), IAC IAC
     /// gives `Data(&[0xFF])`. Negotiation answers are appended to `answers`.
@@ -144,97 +162,101 @@ impl Decoder {
     /// events are never empty, but one run of data may arrive as several events (at `IAC IAC`
     /// and at call boundaries), so callers must not treat a Data event as a unit.
     pub fn decode(&mut self, input: &[u8], answers: &mut Vec<u8>, mut on: impl FnMut(Event<'_>)) {
-        self.decode_events(input, |event| match event {
-            Event::Answer(bytes) => answers.extend_from_slice(&bytes),
-            other => on(other),
-        });
+        let mut at = 0;
+        while let Some(event) = self.next_event(input, &mut at) {
+            match event {
+                Event::Answer(bytes) => answers.extend_from_slice(&bytes),
+                other => on(other),
+            }
+        }
     }
 
-    /// Like [`Decoder::decode`], but negotiation answers come as [`Event::Answer`] in stream
-    /// order, so a caller that queues them with its replies gets the same bytes however the
-    /// input was split.
-    pub fn decode_events(&mut self, input: &[u8], mut on: impl FnMut(Event<'_>)) {
-        let mut i = 0;
-        while i < input.len() {
-            i = match self.state {
-                State::Data => self.data_run(input, i, i, &mut on),
+    /// The next event of `input[*at..]`, moving `at` past the bytes it used; `None` once
+    /// they are used up (a command cut short by the end of `input` is held in the decoder's
+    /// state, so the next call goes on from it). Negotiation answers come as
+    /// [`Event::Answer`] in stream order, so a caller that queues them with its replies gets
+    /// the same bytes however the input was split.
+    ///
+    /// We hand out one event at a time, rather than calling back for each, so that the
+    /// caller may change its own state between events (answer a line, discard one) while
+    /// the decoder is borrowed only for the call.
+    pub fn next_event<'a>(&mut self, input: &'a [u8], at: &mut usize) -> Option<Event<'a>> {
+        while let Some(&byte) = input.get(*at) {
+            let i = *at;
+            *at = i + 1;
+            let event = match self.state {
+                State::Data => self.data_run(input, i, i, at),
                 // The escaped 0xFF is input[i]; it leads the next data run.
-                State::Iac if input[i] == IAC => self.data_run(input, i, i + 1, &mut on),
-                State::Iac => {
-                    self.command(input[i], &mut on);
-                    i + 1
+                State::Iac if byte == IAC => self.data_run(input, i, i + 1, at),
+                State::Iac => self.command(byte),
+                State::Option(verb) => self.negotiate(verb, byte),
+                State::Sub => {
+                    *at = self.skip_sub(input, i);
+                    None
                 }
-                State::Option(verb) => {
-                    self.negotiate(verb, input[i], &mut on);
-                    i + 1
-                }
-                State::Sub => self.skip_sub(input, i),
                 State::SubIac => {
                     // Only SE ends the subnegotiation; IAC IAC and any other IAC x are part
                     // of it (see the module docs), and are discarded with it.
-                    self.state = if input[i] == SE {
-                        State::Data
-                    } else {
-                        State::Sub
-                    };
-                    i + 1
+                    self.state = if byte == SE { State::Data } else { State::Sub };
+                    None
                 }
             };
+            if event.is_some() {
+                return event;
+            }
         }
+        None
     }
 
-    /// Emits the data run `input[start..end]`, where `end` is the next IAC at or after `from`
-    /// (or the end of input). Returns the index just past that IAC, having entered
-    /// `State::Iac`, or `input.len()` in `State::Data` if the input ran out first.
-    fn data_run(
+    /// The data run `input[start..end]`, where `end` is the next IAC at or after `from` (or
+    /// the end of input); `None` if it is empty. Sets `at` just past that IAC, having
+    /// entered `State::Iac`, or to `input.len()` in `State::Data` if the input ran out first.
+    fn data_run<'a>(
         &mut self,
-        input: &[u8],
+        input: &'a [u8],
         start: usize,
         from: usize,
-        on: &mut impl FnMut(Event<'_>),
-    ) -> usize {
+        at: &mut usize,
+    ) -> Option<Event<'a>> {
         let end = find_iac(input, from).unwrap_or(input.len());
-        if end > start {
-            on(Event::Data(&input[start..end]));
-        }
         if end < input.len() {
             self.state = State::Iac;
-            end + 1
+            *at = end + 1;
         } else {
             self.state = State::Data;
-            end
+            *at = end;
         }
+        (end > start).then(|| Event::Data(&input[start..end]))
     }
 
     /// Handles the byte after an IAC outside a subnegotiation (never IAC itself).
-    fn command(&mut self, cmd: u8, on: &mut impl FnMut(Event<'_>)) {
-        self.state = match cmd {
-            WILL | WONT | DO | DONT => State::Option(cmd),
-            SB => State::Sub,
-            IP | AO | BRK => {
-                on(Event::EraseLine);
-                State::Data
-            }
+    fn command(&mut self, cmd: u8) -> Option<Event<'static>> {
+        let (state, event) = match cmd {
+            WILL | WONT | DO | DONT => (State::Option(cmd), None),
+            SB => (State::Sub, None),
+            IP | AO | BRK => (State::Data, Some(Event::EraseLine)),
             // NOP, DM, AYT, EC, EL, GA, a stray SE, and bytes telnet does not define: two-byte
             // commands that mean nothing to an echo server, so we drop them.
-            _ => State::Data,
+            _ => (State::Data, None),
         };
+        self.state = state;
+        event
     }
 
     /// Answers `IAC verb opt`: we refuse whatever is asked or offered, once per option, except
     /// that every `DO TIMING-MARK` is answered (each is a request the client is waiting on).
-    fn negotiate(&mut self, verb: u8, opt: u8, on: &mut impl FnMut(Event<'_>)) {
+    fn negotiate(&mut self, verb: u8, opt: u8) -> Option<Event<'static>> {
         self.state = State::Data;
         let answer = match verb {
             DO if opt == TIMING_MARK || self.refused_do.insert(opt) => WONT,
             WILL if self.refused_will.insert(opt) => DONT,
             // A repeated DO/WILL was already refused. WONT and DONT are never answered: we
             // never enabled anything, so there is nothing to acknowledge.
-            _ => return,
+            _ => return None,
         };
         // The option byte is sent raw even when it is 0xFF: RFC 855 option codes are not
         // IAC-escaped.
-        on(Event::Answer([IAC, answer, opt]));
+        Some(Event::Answer([IAC, answer, opt]))
     }
 
     /// Discards subnegotiation bytes from `input[start..]` up to the next IAC. Returns the
@@ -250,19 +272,233 @@ impl Decoder {
     }
 }
 
-/// The index of the first IAC in `input[from..]`, as an index into `input`.
+/// Whether `byte`, after an IAC, makes a telnet command that `--telnet auto` switches on
+/// at: every command byte of RFC 854, SE (0xF0) to DONT (0xFE). IAC itself (`IAC IAC`)
+/// is a literal 0xFF, and a byte below 0xF0 is no telnet command.
+pub fn is_command(byte: u8) -> bool {
+    (SE..=DONT).contains(&byte)
+}
+
+/// The telnet layer of one connection, as `--telnet` chose it: what its input bytes are.
+///
+/// - [`Filter::Off`] (`--telnet off`): every byte is data.
+/// - [`Filter::Watching`] (`--telnet auto`, at first): every byte is data, and we watch
+///   for a telnet command: an IAC followed by a byte from 0xF0 to 0xFE ([`is_command`]).
+///   An IAC followed by anything else is data, and `IAC IAC` is two data bytes, as sent:
+///   a client that is not telnet gets its bytes back exactly. At the first command the
+///   filter becomes
+/// - [`Filter::Decoding`] (`--telnet on`, and `auto` from its first command on): the
+///   [`Decoder`], from that command's IAC on.
+/// - [`Filter::Paused`]: the connection could not take more than data for a while (see
+///   [`Filter::next_event`]); the filter keeps the bytes it was given until then.
+///
+/// An IAC that ends a read while watching is held back: only the next byte says whether
+/// it is data or the start of a command. So the bytes of a read split anywhere give what
+/// they give in one piece.
+#[derive(Debug)]
+pub enum Filter {
+    /// Byte-exact: telnet commands are data.
+    Off,
+    /// Byte-exact until the first telnet command.
+    Watching {
+        /// The last read ended in an IAC that may start a command.
+        held_iac: bool,
+    },
+    /// Telnet-aware. Boxed: most connections never get here.
+    Decoding(Box<Decoder>),
+    /// Holding input back until [`Filter::take_paused`].
+    Paused(Box<Paused>),
+}
+
+/// What a [`Filter::Paused`] holds.
+#[derive(Debug)]
+pub struct Paused {
+    /// The filter to go on with.
+    filter: Filter,
+    /// The input it has not looked at yet.
+    rest: Vec<u8>,
+}
+
+impl Filter {
+    /// The filter a new connection starts with.
+    pub fn new(mode: Telnet) -> Filter {
+        match mode {
+            Telnet::Off => Filter::Off,
+            Telnet::Auto => Filter::Watching { held_iac: false },
+            Telnet::On => Filter::Decoding(Box::default()),
+        }
+    }
+
+    /// True once the connection speaks telnet: its replies must double every 0xFF.
+    pub fn is_decoding(&self) -> bool {
+        match self {
+            Filter::Decoding(_) => true,
+            Filter::Paused(paused) => paused.filter.is_decoding(),
+            Filter::Off | Filter::Watching { .. } => false,
+        }
+    }
+
+    /// The next event of `input[*at..]`, moving `at` past the bytes it used; `None` once
+    /// they are used up. See [`Decoder::next_event`].
+    ///
+    /// With `data_only`, the caller can take data but nothing else now (the connection has
+    /// lines waiting for room: an answer queued now would pass their replies, and whether
+    /// a reply is escaped must not depend on when room comes). The filter then gives out
+    /// data up to its next telnet command, or none at all while decoding, and keeps the
+    /// rest of `input` until [`Filter::take_paused`].
+    pub fn next_event<'a>(
+        &mut self,
+        input: &'a [u8],
+        at: &mut usize,
+        data_only: bool,
+    ) -> Option<Event<'a>> {
+        match self {
+            Filter::Off => {
+                let rest = &input[(*at).min(input.len())..];
+                *at = input.len();
+                (!rest.is_empty()).then_some(Event::Data(rest))
+            }
+            Filter::Watching { held_iac } => {
+                let held = std::mem::take(held_iac);
+                self.watch(held, input, at, data_only)
+            }
+            Filter::Decoding(_) if data_only => self.pause(input, at),
+            Filter::Decoding(decoder) => decoder.next_event(input, at),
+            Filter::Paused(paused) => {
+                paused
+                    .rest
+                    .extend_from_slice(&input[(*at).min(input.len())..]);
+                *at = input.len();
+                None
+            }
+        }
+    }
+
+    /// [`Filter::next_event`] while watching, `held` saying whether the last read ended in
+    /// an IAC.
+    fn watch<'a>(
+        &mut self,
+        held: bool,
+        input: &'a [u8],
+        at: &mut usize,
+        data_only: bool,
+    ) -> Option<Event<'a>> {
+        let start = *at;
+        let Some(&first) = input.get(start) else {
+            *self = Filter::Watching { held_iac: held };
+            return None;
+        };
+        if held {
+            if is_command(first) {
+                *self = Filter::Watching { held_iac: true };
+                return self.switch(Decoder::after_iac(), input, at, data_only);
+            }
+            // The held IAC was data, and so is an IAC after it (`IAC IAC`, as sent).
+            if first == IAC {
+                *at = start + 1;
+                return Some(Event::Data(&[IAC, IAC]));
+            }
+            return Some(Event::Data(&[IAC]));
+        }
+        let mut from = start;
+        let end = loop {
+            let Some(iac) = find_iac(input, from) else {
+                break input.len();
+            };
+            match input.get(iac + 1) {
+                None => {
+                    *self = Filter::Watching { held_iac: true };
+                    break iac;
+                }
+                Some(&next) if is_command(next) => {
+                    *at = iac;
+                    if iac == start {
+                        return self.switch(Decoder::new(), input, at, data_only);
+                    }
+                    // The data before the command first; the next call switches.
+                    return Some(Event::Data(&input[start..iac]));
+                }
+                // An IAC that starts no command is data; `IAC IAC` is two data bytes.
+                Some(&next) => from = iac + 1 + usize::from(next == IAC),
+            }
+        };
+        *at = input.len();
+        (end > start).then(|| Event::Data(&input[start..end]))
+    }
+
+    /// A telnet command starts at `input[*at]` (or, for a decoder made by
+    /// [`Decoder::after_iac`], with the IAC that ended the last read): from here on,
+    /// `decoder` reads the input. With `data_only`, not yet: we pause first.
+    fn switch<'a>(
+        &mut self,
+        decoder: Decoder,
+        input: &'a [u8],
+        at: &mut usize,
+        data_only: bool,
+    ) -> Option<Event<'a>> {
+        if data_only {
+            return self.pause(input, at);
+        }
+        *self = Filter::Decoding(Box::new(decoder));
+        self.next_event(input, at, false)
+    }
+
+    /// Keeps `input[*at..]` for later, with the filter as it is now.
+    fn pause<'a>(&mut self, input: &'a [u8], at: &mut usize) -> Option<Event<'a>> {
+        let rest = input[(*at).min(input.len())..].to_vec();
+        *at = input.len();
+        let filter = std::mem::replace(self, Filter::Off);
+        *self = Filter::Paused(Box::new(Paused { filter, rest }));
+        None
+    }
+
+    /// The input a pause kept (empty if none), to be passed to [`Filter::next_event`]
+    /// again now that the caller can take every event.
+    pub fn take_paused(&mut self) -> Vec<u8> {
+        match std::mem::replace(self, Filter::Off) {
+            Filter::Paused(paused) => {
+                let Paused { filter, rest } = *paused;
+                *self = filter;
+                rest
+            }
+            other => {
+                *self = other;
+                Vec::new()
+            }
+        }
+    }
+
+    /// How many input bytes the filter holds (a pause's).
+    pub fn held_len(&self) -> usize {
+        match self {
+            Filter::Paused(paused) => paused.rest.len(),
+            _ => 0,
+        }
+    }
+
+    /// The input has ended: the IAC held back from the last read, if any, was data.
+    pub fn end_of_input(&mut self) -> Option<&'static [u8]> {
+        match self {
+            Filter::Watching { held_iac: true } => {
+                *self = Filter::Watching { held_iac: false };
+                Some(&[IAC])
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The index of the first IAC in `input[from..]`, as an index into `input`. (`memchr`:
+/// with `--telnet auto`, every read is searched for an IAC.)
 fn find_iac(input: &[u8], from: usize) -> Option<usize> {
-    input[from..]
-        .iter()
-        .position(|&b| b == IAC)
-        .map(|at| from + at)
+    memchr::memchr(IAC, &input[from..]).map(|at| from + at)
 }
 
 /// Appends `data` to `out` with every 0xFF doubled (IAC IAC), as telnet requires of data we
 /// send. Fast path: we extend in runs between 0xFF bytes, not byte by byte.
 pub fn escape_iac(data: &[u8], out: &mut Vec<u8>) {
     let mut rest = data;
-    while let Some(at) = rest.iter().position(|&b| b == IAC) {
+    while let Some(at) = memchr::memchr(IAC, rest) {
         // Copy the run up to and including the 0xFF, then double it.
         out.extend_from_slice(&rest[..=at]);
         out.push(IAC);
@@ -800,6 +1036,175 @@ mod tests {
     fn reference_agrees_on_the_fixed_cases() {
         let input = cat(&[b"ab", CTRL_C, &[IAC, SB, 1, IAC, IAC, SE, IAC, SE], b"c"]);
         assert_eq!(reference(&input), run_chunks([&input[..]]));
+    }
+
+    /// Feeds `chunks` to a fresh [`Filter`] in `mode`; returns the merged events (answers
+    /// as their bytes, in a separate list) and what an end of input adds.
+    fn run_filter<'a>(mode: Telnet, chunks: impl IntoIterator<Item = &'a [u8]>) -> Outcome {
+        let mut filter = Filter::new(mode);
+        let (mut events, mut answers) = (Vec::new(), Vec::new());
+        for chunk in chunks {
+            let mut at = 0;
+            while let Some(event) = filter.next_event(chunk, &mut at, false) {
+                match event {
+                    Event::Data(data) => push_data(&mut events, data),
+                    Event::EraseLine => events.push(Ev::Erase),
+                    Event::Answer(bytes) => answers.extend_from_slice(&bytes),
+                }
+            }
+        }
+        if let Some(data) = filter.end_of_input() {
+            push_data(&mut events, data);
+        }
+        (events, answers)
+    }
+
+    /// Checks that `input` gives `events` and `answers` through a filter in `mode`,
+    /// however it is split (every offset, and byte by byte).
+    fn check_filter(mode: Telnet, input: &[u8], events: &[Ev], answers: &[u8]) {
+        let want = (events.to_vec(), answers.to_vec());
+        assert_eq!(run_filter(mode, [input]), want, "{input:02X?}");
+        for at in 0..=input.len() {
+            let (a, b) = input.split_at(at);
+            assert_eq!(run_filter(mode, [a, b]), want, "{input:02X?} split at {at}");
+        }
+        assert_eq!(
+            run_filter(mode, input.chunks(1)),
+            want,
+            "{input:02X?} byte by byte"
+        );
+    }
+
+    #[test]
+    fn off_passes_every_byte() {
+        let input = cat(&[b"a", CTRL_C, &[IAC, IAC, IAC], b"\n"]);
+        check_filter(Telnet::Off, &input, &[data(&input)], &[]);
+    }
+
+    #[test]
+    fn on_decodes_from_the_first_byte() {
+        check_filter(
+            Telnet::On,
+            &cat(&[b"a", CTRL_C]),
+            &[data(b"a"), Ev::Erase],
+            &[IAC, WONT, 6],
+        );
+    }
+
+    #[test]
+    fn auto_is_byte_exact_until_a_command() {
+        // IAC then a byte that is no command, IAC IAC (two data bytes, even before a
+        // command byte), and an IAC at the very end: all data.
+        let input = [b'a', IAC, b'b', IAC, IAC, DO, IAC, 0xEF, IAC];
+        check_filter(Telnet::Auto, &input, &[data(&input)], &[]);
+        check_filter(
+            Telnet::Auto,
+            &[IAC, IAC, IAC],
+            &[data(&[IAC, IAC, IAC])],
+            &[],
+        );
+    }
+
+    #[test]
+    fn auto_decodes_from_the_first_command_on() {
+        // Before the command, IAC IAC is two bytes; after it, one.
+        let input = cat(&[&[b'a', IAC, IAC], CTRL_C, &[b'b', IAC, IAC, IAC, b'c']]);
+        let events = [data(&[b'a', IAC, IAC]), Ev::Erase, data(&[b'b', IAC])];
+        check_filter(Telnet::Auto, &input, &events, &[IAC, WONT, 6]);
+        for cmd in SE..=DONT {
+            let mut filter = Filter::new(Telnet::Auto);
+            let mut at = 0;
+            while filter
+                .next_event(&[b'x', IAC, cmd, 1], &mut at, false)
+                .is_some()
+            {}
+            assert!(filter.is_decoding(), "{cmd:02X}");
+        }
+    }
+
+    #[test]
+    fn a_pause_keeps_the_rest_until_taken() {
+        let input = cat(&[b"ab", CTRL_C, b"cd"]);
+        let mut filter = Filter::new(Telnet::Auto);
+        let mut at = 0;
+        // Data only: the data before the command, then nothing.
+        assert_eq!(
+            filter.next_event(&input, &mut at, true),
+            Some(Event::Data(b"ab"))
+        );
+        assert_eq!(filter.next_event(&input, &mut at, true), None);
+        assert_eq!(
+            (at, filter.held_len(), filter.is_decoding()),
+            (input.len(), 7, false)
+        );
+        // Taken back, the rest decodes as it would have.
+        let rest = filter.take_paused();
+        assert_eq!(filter.held_len(), 0);
+        let mut at = 0;
+        let mut events = Vec::new();
+        while let Some(event) = filter.next_event(&rest, &mut at, false) {
+            events.push(event);
+        }
+        let want = [
+            Event::EraseLine,
+            Event::Answer([IAC, WONT, 6]),
+            Event::Data(b"cd"),
+        ];
+        assert_eq!(events, want);
+        // While decoding, a pause keeps everything, data included.
+        assert_eq!(filter.next_event(b"ef", &mut 0, true), None);
+        assert_eq!(filter.take_paused(), b"ef");
+        assert!(filter.take_paused().is_empty());
+    }
+
+    proptest! {
+        /// `auto`: any bytes, cut anywhere, give what they give in one piece, and from the
+        /// first command on exactly what the decoder gives.
+        #[test]
+        fn auto_splits_like_one_call_and_decodes_from_the_first_command(
+            input in proptest::collection::vec(
+                prop_oneof![
+                    3 => any::<u8>(),
+                    2 => Just(IAC),
+                    1 => prop_oneof![Just(DO), Just(WILL), Just(SB), Just(SE), Just(IP)],
+                ],
+                0..64,
+            ),
+            cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..8),
+        ) {
+            let mut at: Vec<usize> = cuts.iter().map(|c| c.index(input.len() + 1)).collect();
+            at.push(0);
+            at.push(input.len());
+            at.sort_unstable();
+            let chunks: Vec<&[u8]> = at.windows(2).map(|w| &input[w[0]..w[1]]).collect();
+            let whole = run_filter(Telnet::Auto, [&input[..]]);
+            prop_assert_eq!(run_filter(Telnet::Auto, chunks), whole.clone());
+            prop_assert_eq!(run_filter(Telnet::Auto, input.chunks(1)), whole.clone());
+            // Where the first command starts (IAC IAC is two data bytes before it).
+            let mut i = 0;
+            let command = loop {
+                match (input.get(i), input.get(i + 1)) {
+                    (Some(&IAC), Some(&next)) if is_command(next) => break Some(i),
+                    (Some(&IAC), Some(&IAC)) => i += 2,
+                    (Some(_), _) => i += 1,
+                    (None, _) => break None,
+                }
+            };
+            let (mut events, mut answers) = (Vec::new(), Vec::new());
+            let (exact, rest) = input.split_at(command.unwrap_or(input.len()));
+            if !exact.is_empty() {
+                events.push(Ev::Data(exact.to_vec()));
+            }
+            let (decoded, decoded_answers) = run_chunks([rest]);
+            for event in decoded {
+                match event {
+                    Ev::Data(data) => push_data(&mut events, &data),
+                    erase => events.push(erase),
+                }
+            }
+            answers.extend(decoded_answers);
+            prop_assert_eq!(whole, (events, answers));
+        }
     }
 
     proptest! {

@@ -50,10 +50,7 @@ impl Connection {
         w.bytes(input);
         w.bytes(&output[*sent..]);
         w.u64(*lines);
-        w.bool(telnet.is_some());
-        if let Some(decoder) = telnet {
-            decoder.save(w);
-        }
+        telnet.save(w);
         match proxied.as_deref() {
             None => w.u8(0),
             Some(Source::Unknown) => w.u8(1),
@@ -84,11 +81,7 @@ impl Connection {
         let input = r.bytes(MAX_SAVED_BUFFER)?.to_vec();
         let output = r.bytes(MAX_SAVED_BUFFER)?.to_vec();
         let lines = r.u64()?;
-        let telnet = if r.bool()? {
-            Some(Box::new(telnet::Decoder::load(r)?))
-        } else {
-            None
-        };
+        let telnet = telnet::Filter::load(r)?;
         let proxied = match r.u8()? {
             0 => None,
             1 => Some(Box::new(Source::Unknown)),

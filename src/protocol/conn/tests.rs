@@ -5,14 +5,17 @@ use proptest::prelude::*;
 
 const BANNER: &[u8] = b"Welcome to the server. Type something and hit enter\n";
 
+/// The default rules (`--telnet auto`).
 fn proto() -> Rules {
     Rules::default()
 }
 
+/// Byte-exact rules (`--telnet off`) with small limits.
 fn small(max_line: usize, max_pending: usize) -> Rules {
     Rules {
         max_line,
         max_pending,
+        telnet: Telnet::Off,
         ..proto()
     }
 }
@@ -85,7 +88,8 @@ mod open {
 
     #[test]
     fn crlf_empty_lines_and_odd_bytes_are_echoed_exactly() {
-        let p = proto();
+        // (`--telnet off`: with `auto`, FF FE would be a telnet command.)
+        let p = small(65536, 65536);
         let (got, _) = run(&p, &[b"hi\r\n\n\0\xff\xfe bin\n"], false);
         assert_eq!(
             got,
@@ -453,7 +457,7 @@ mod telnet_mode {
 
     fn telnet() -> Rules {
         Rules::from_config(&Config {
-            telnet: true,
+            telnet: Telnet::On,
             banner: Vec::new(),
             ..Config::default()
         })
@@ -503,6 +507,281 @@ mod telnet_mode {
     #[test]
     fn a_literal_0xff_comes_back_escaped() {
         all_splits_give(&telnet(), b"a\xff\xffb\n", b"OK...a\xff\xffb\n");
+    }
+}
+
+/// `--telnet auto`: byte-exact until the first telnet command, telnet-aware from it on.
+mod telnet_auto {
+    use super::*;
+
+    fn auto() -> Rules {
+        Rules {
+            banner: Vec::new(),
+            ..proto()
+        }
+    }
+
+    fn all_splits_give(p: &Rules, input: &[u8], eof: bool, want: &[u8]) {
+        for i in 0..=input.len() {
+            let (a, b) = input.split_at(i);
+            assert_eq!(run(p, &[a, b], eof).0, want, "{input:?} split at {i}");
+            for j in i..=input.len() {
+                let parts = [&input[..i], &input[i..j], &input[j..]];
+                assert_eq!(run(p, &parts, eof).0, want, "{input:?} split at {i},{j}");
+            }
+        }
+        let bytes: Vec<&[u8]> = input.chunks(1).collect();
+        assert_eq!(run(p, &bytes, eof).0, want, "{input:?} byte by byte");
+    }
+
+    /// Ctrl-C after plain lines: the line before it is answered as it was, the command is
+    /// decoded (the partial line dropped, TIMING-MARK refused) and the session goes on.
+    #[test]
+    fn ctrl_c_switches_to_telnet_and_the_session_goes_on() {
+        let input = b"first\r\nabc\xff\xf4\xff\xfd\x06def\r\n";
+        let want = b"OK...first\r\n\xff\xfc\x06OK...def\r\n";
+        all_splits_give(&auto(), input, false, want);
+        all_splits_give(&auto(), input, true, want);
+    }
+
+    /// Before a command, 0xFF followed by anything but a command byte is data, `FF FF`
+    /// included, and replies are not escaped.
+    #[test]
+    fn ff_without_a_command_byte_is_data() {
+        let input = b"a\xff\xffb\n\xff\x41\n\xff\n\xff\xef\n\xff\xff\xfd\n";
+        let want = b"OK...a\xff\xffb\nOK...\xff\x41\nOK...\xff\nOK...\xff\xef\nOK...\xff\xff\xfd\n";
+        all_splits_give(&auto(), input, false, want);
+        let (_, c) = run(&auto(), &[input], false);
+        assert!(!c.telnet.is_decoding());
+    }
+
+    /// Every byte from 0xF0 to 0xFE after an IAC is a command, and switches.
+    #[test]
+    fn every_command_byte_switches() {
+        for cmd in telnet::SE..=telnet::DONT {
+            let (got, c) = run(&auto(), &[b"a\n", &[0xff, cmd, 1], b"\xff\xffb\n"], false);
+            assert!(c.telnet.is_decoding(), "{cmd:02X}");
+            // After the switch, IAC IAC is one 0xFF, sent back doubled.
+            let answer: &[u8] = match cmd {
+                telnet::DO => b"\xff\xfc\x01",
+                telnet::WILL => b"\xff\xfe\x01",
+                _ => b"",
+            };
+            // A two-byte command leaves its next byte (1) as data; SB swallows the rest.
+            let line: &[u8] = match cmd {
+                telnet::DO | telnet::WILL | telnet::WONT | telnet::DONT => b"OK...\xff\xffb\n",
+                telnet::SB => b"",
+                _ => b"OK...\x01\xff\xffb\n",
+            };
+            assert_eq!(got, [b"OK...a\n", answer, line].concat(), "{cmd:02X}");
+        }
+    }
+
+    /// A line begun before the switch and ended after it is answered after it: escaped.
+    #[test]
+    fn replies_after_the_switch_are_escaped() {
+        let input = b"a\xff\x41\xff\xf1b\n\xff\x41c\n";
+        // The first FF was data (no command after it); after IAC NOP, IAC 0x41 is a
+        // two-byte command and is dropped.
+        all_splits_give(&auto(), input, false, b"OK...a\xff\xff\x41b\nOK...c\n");
+    }
+
+    /// An IAC at the end of the input waits for the next byte; if the input ends there,
+    /// it was data.
+    #[test]
+    fn a_final_iac_is_held_until_the_next_byte_or_the_end() {
+        all_splits_give(&auto(), b"a\nfrag\xff", true, b"OK...a\nOK...frag\xff");
+        all_splits_give(&auto(), b"a\nfrag\xff", false, b"OK...a\n");
+        let (_, c) = run(&auto(), &[b"a\nfrag\xff"], false);
+        assert_eq!(c.buffered(), 4, "the partial line without the held IAC");
+        // Over the limit only once the held byte turns out to be data.
+        let p = Rules {
+            max_line: 4,
+            ..auto()
+        };
+        all_splits_give(&p, b"abcd\xff", false, b"");
+        all_splits_give(&p, b"abcd\xff", true, ERR_LINE_TOO_LONG);
+        all_splits_give(&p, b"abcd\xff\xf1\n", false, b"OK...abcd\n");
+    }
+
+    /// Negotiation answers keep their place in the stream: after the replies to the lines
+    /// before them, even when those wait for room.
+    #[test]
+    fn answers_follow_the_replies_to_earlier_lines() {
+        let input = b"one\ntwo\n\xff\xfd\x18three\n";
+        all_splits_give(
+            &auto(),
+            input,
+            false,
+            b"OK...one\nOK...two\n\xff\xfc\x18OK...three\n",
+        );
+        let p = Rules {
+            max_pending: 4,
+            ..auto()
+        };
+        let mut c = Connection::new(&p);
+        c.handle_input(&p, b"one\ntwo\n");
+        assert!(!c.wants_read(&p), "backlog: two waits for room");
+        assert_eq!(drain(&p, &mut c), b"OK...one\nOK...two\n");
+        c.handle_input(&p, b"\xff\xfd\x18three\n");
+        assert_eq!(drain(&p, &mut c), b"\xff\xfc\x18OK...three\n");
+    }
+
+    /// The banner goes out before we know what the client speaks: only `--telnet on`
+    /// escapes it.
+    #[test]
+    fn the_banner_is_escaped_only_with_telnet_on() {
+        let banner = |telnet| {
+            let config = Config {
+                banner: "hi\u{ff}".into(),
+                telnet,
+                ..Config::default()
+            };
+            Rules::from_config(&config).banner
+        };
+        assert_eq!(banner(Telnet::Auto), "hi\u{ff}".as_bytes());
+        assert_eq!(banner(Telnet::Off), "hi\u{ff}".as_bytes());
+        assert_eq!(banner(Telnet::On), b"hi\xc3\xbf");
+        let on = Config {
+            banner: vec![b'x', 0xff],
+            telnet: Telnet::On,
+            ..Config::default()
+        };
+        assert_eq!(Rules::from_config(&on).banner, b"x\xff\xff");
+    }
+
+    /// `--telnet off`: the bytes of a Ctrl-C are a line's data like any other.
+    #[test]
+    fn off_never_switches() {
+        let p = Rules {
+            telnet: Telnet::Off,
+            ..auto()
+        };
+        let input = b"abc\xff\xf4\xff\xfd\x06\n";
+        all_splits_give(&p, input, false, b"OK...abc\xff\xf4\xff\xfd\x06\n");
+    }
+
+    /// `input` with every telnet command defused (the command byte after a lone IAC made
+    /// 0xEF), so that `--telnet auto` must treat all of it as data.
+    fn without_commands(mut input: Vec<u8>) -> Vec<u8> {
+        let mut i = 0;
+        while i + 1 < input.len() {
+            if input[i] != telnet::IAC {
+                i += 1;
+                continue;
+            }
+            if telnet::is_command(input[i + 1]) {
+                input[i + 1] = 0xEF;
+            }
+            i += if input[i + 1] == telnet::IAC { 2 } else { 1 };
+        }
+        input
+    }
+
+    /// What of `input` (free of commands) is data for sure: all of it at EOF; before it,
+    /// all but a final lone IAC, which the next byte could still make a command.
+    fn surely_data(input: &[u8], eof: bool) -> &[u8] {
+        let run = input
+            .iter()
+            .rev()
+            .take_while(|&&b| b == telnet::IAC)
+            .count();
+        if !eof && run % 2 == 1 {
+            &input[..input.len() - 1]
+        } else {
+            input
+        }
+    }
+
+    /// Bytes with many IACs and command bytes, lines and carriage returns.
+    fn telnetish() -> impl Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(
+            prop_oneof![
+                3 => any::<u8>(),
+                2 => Just(telnet::IAC),
+                1 => telnet::SE..=telnet::DONT,
+                1 => Just(b'\n'),
+                1 => Just(b'\r'),
+            ],
+            0..120,
+        )
+    }
+
+    proptest! {
+        /// Without a telnet command, `auto` is byte-exact: the replies of `--telnet off`,
+        /// however the bytes are cut and taken, under every limit.
+        #[test]
+        fn without_a_command_auto_is_byte_exact(
+            input in telnetish().prop_map(without_commands),
+            cuts in proptest::collection::vec(1usize..40, 1..50),
+            takes in proptest::collection::vec(1usize..50, 1..50),
+            eof in any::<bool>(),
+            lends in proptest::collection::vec(any::<bool>(), 1..50),
+            limits in some_limits(),
+        ) {
+            let p = Rules { telnet: Telnet::Auto, ..small(limits.0, limits.1) };
+            let got = segmented_run(&p, &input, &cuts, &takes, eof, &lends)?;
+            let off = small(limits.0, limits.1);
+            prop_assert_eq!(got, expected(&off, surely_data(&input, eof), eof));
+        }
+
+        /// Bytes free of 0xFF, then a telnet command and anything: split at every offset
+        /// they give what one read gives, and that is what `--telnet on` gives (nothing
+        /// before the command needed escaping).
+        #[test]
+        fn from_a_command_on_auto_is_telnet_at_every_split(
+            before in proptest::collection::vec(
+                prop_oneof![any::<u8>().prop_filter("no IAC", |&b| b != telnet::IAC), Just(b'\n')],
+                0..40,
+            ),
+            command in telnet::SE..=telnet::DONT,
+            after in telnetish(),
+            eof in any::<bool>(),
+            limits in some_limits(),
+        ) {
+            let input = [&before[..], &[telnet::IAC, command], &after[..]].concat();
+            let auto = Rules { telnet: Telnet::Auto, ..small(limits.0, limits.1) };
+            let on = Rules { telnet: Telnet::On, ..auto.clone() };
+            let whole = run(&auto, &[&input], eof).0;
+            prop_assert_eq!(&whole, &run(&on, &[&input], eof).0);
+            for at in 0..=input.len() {
+                let (a, b) = input.split_at(at);
+                prop_assert_eq!(&run(&auto, &[a, b], eof).0, &whole, "split at {}", at);
+            }
+        }
+
+        /// Any bytes, cut anywhere and taken a little at a time (so lines wait for room,
+        /// and the filter pauses and goes on), in `auto` and in `on`: what one read gives.
+        #[test]
+        fn telnet_segmentation_and_partial_writes_never_change_the_replies(
+            input in telnetish(),
+            on in any::<bool>(),
+            cuts in proptest::collection::vec(1usize..40, 1..50),
+            takes in proptest::collection::vec(1usize..50, 1..50),
+            eof in any::<bool>(),
+            lends in proptest::collection::vec(any::<bool>(), 1..50),
+            limits in some_limits(),
+        ) {
+            let telnet = if on { Telnet::On } else { Telnet::Auto };
+            let p = Rules { telnet, ..small(limits.0, limits.1) };
+            let got = segmented_run(&p, &input, &cuts, &takes, eof, &lends)?;
+            prop_assert_eq!(got, run(&p, &[&input], eof).0);
+        }
+
+        /// Any bytes at all, `FF F0..FE` or not: every split offset gives what one read gives.
+        #[test]
+        fn auto_gives_the_same_replies_at_every_split(
+            input in telnetish(),
+            eof in any::<bool>(),
+            limits in some_limits(),
+        ) {
+            let p = Rules { telnet: Telnet::Auto, ..small(limits.0, limits.1) };
+            let whole = run(&p, &[&input], eof).0;
+            for at in 0..=input.len() {
+                let (a, b) = input.split_at(at);
+                prop_assert_eq!(&run(&p, &[a, b], eof).0, &whole, "split at {}", at);
+            }
+        }
     }
 }
 
@@ -624,10 +903,90 @@ fn an_idle_connection_is_small() {
     );
 }
 
+/// Feeds `input` cut at `cuts` (cycled) to a connection whose output is taken by a client
+/// that reads `takes` bytes at a time (cycled), with the reply buffer lent on the visits
+/// `lends` says, then EOF if asked; checks the bounds on the way and returns all output.
+fn segmented_run(
+    p: &Rules,
+    input: &[u8],
+    cuts: &[usize],
+    takes: &[usize],
+    eof: bool,
+    lends: &[bool],
+) -> Result<Vec<u8>, TestCaseError> {
+    let mut c = Connection::new(p);
+    let (mut fed, mut cut, mut take) = (0, 0, 0);
+    let mut got = Vec::new();
+    // Like the reactor, lend a shared reply buffer for some visits (not others).
+    let mut shared = Vec::with_capacity(64);
+    // Telnet answers are queued whatever the room: three bytes per byte of input at most.
+    let answers = if p.telnet == Telnet::Off {
+        0
+    } else {
+        3 * input.len()
+    };
+    for step in 0.. {
+        let lend = lends[step % lends.len()];
+        if lend {
+            c.lend_output(&mut shared);
+        }
+        let out = c.poll_output();
+        let bound = p.max_pending.max(p.prefix.len() + p.max_line + 1);
+        prop_assert!(out.len() <= bound + BANNER.len() + ERR_LINE_TOO_LONG.len() + answers);
+        if !out.is_empty() {
+            let n = out.len().min(takes[take % takes.len()]);
+            take += 1;
+            got.extend_from_slice(&out[..n]);
+            c.advance_output(p, n);
+        } else if fed < input.len() && c.wants_read(p) {
+            let end = (fed + cuts[cut % cuts.len()]).min(input.len());
+            cut += 1;
+            c.handle_input(p, &input[fed..end]);
+            fed = end;
+        } else if fed < input.len() {
+            prop_assert!(false, "stalled: nothing to send and not reading");
+        } else {
+            c.return_output(&mut shared);
+            break;
+        }
+        if fed < input.len() && c.wants_read(p) && take % 3 == 0 {
+            let end = (fed + cuts[cut % cuts.len()]).min(input.len());
+            cut += 1;
+            c.handle_input(p, &input[fed..end]);
+            fed = end;
+        }
+        c.return_output(&mut shared);
+        prop_assert!(shared.is_empty());
+        prop_assert_eq!(
+            c.output.capacity() > 0,
+            c.pending() > 0,
+            "owns memory only while it has output"
+        );
+    }
+    if eof {
+        c.handle_read_closed(p);
+        got.extend(drain(p, &mut c));
+        prop_assert!(c.is_closed());
+    }
+    Ok(got)
+}
+
+/// (max_line, max_pending): backpressure on every line; roomy output with short lines
+/// that break the limit; the defaults (where most reads take the tuned path all the way);
+/// and both limits tiny.
+fn some_limits() -> impl Strategy<Value = (usize, usize)> {
+    prop_oneof![
+        Just((1000, 24)),
+        Just((40, 4096)),
+        Just((65536, 65536)),
+        Just((8, 30))
+    ]
+}
+
 proptest! {
-    /// Random input, cut into random segments and read by a client that takes random
-    /// amounts, gives exactly the replies of one big read (with small limits, so that
-    /// backpressure and backlog paths run too).
+    /// Random input (`--telnet off`), cut into random segments and read by a client that
+    /// takes random amounts, gives exactly the replies of one big read (with small limits,
+    /// so that backpressure and backlog paths run too).
     #[test]
     fn segmentation_and_partial_writes_never_change_the_replies(
         input in proptest::collection::vec(prop_oneof![Just(b'\n'), Just(b'\r'), any::<u8>()], 0..400),
@@ -635,56 +994,10 @@ proptest! {
         takes in proptest::collection::vec(1usize..50, 1..50),
         eof in any::<bool>(),
         lends in proptest::collection::vec(any::<bool>(), 1..50),
-        // (max_line, max_pending): backpressure on every line; roomy output with short
-        // lines that break the limit; the defaults (where most reads take the path that
-        // checks no line); and both limits tiny.
-        limits in prop_oneof![Just((1000, 24)), Just((40, 4096)), Just((65536, 65536)), Just((8, 30))],
+        limits in some_limits(),
     ) {
         let p = small(limits.0, limits.1);
-        let mut c = Connection::new(&p);
-        let (mut fed, mut cut, mut take) = (0, 0, 0);
-        let mut got = Vec::new();
-        // Like the reactor, lend a shared reply buffer for some visits (not others).
-        let mut shared = Vec::with_capacity(64);
-        for step in 0.. {
-            let lend = lends[step % lends.len()];
-            if lend {
-                c.lend_output(&mut shared);
-            }
-            let out = c.poll_output();
-            let bound = p.max_pending.max(p.prefix.len() + p.max_line + 1);
-            prop_assert!(out.len() <= bound + BANNER.len() + ERR_LINE_TOO_LONG.len());
-            if !out.is_empty() {
-                let n = out.len().min(takes[take % takes.len()]);
-                take += 1;
-                got.extend_from_slice(&out[..n]);
-                c.advance_output(&p, n);
-            } else if fed < input.len() && c.wants_read(&p) {
-                let end = (fed + cuts[cut % cuts.len()]).min(input.len());
-                cut += 1;
-                c.handle_input(&p, &input[fed..end]);
-                fed = end;
-            } else if fed < input.len() {
-                prop_assert!(false, "stalled: nothing to send and not reading");
-            } else {
-                c.return_output(&mut shared);
-                break;
-            }
-            if fed < input.len() && c.wants_read(&p) && take % 3 == 0 {
-                let end = (fed + cuts[cut % cuts.len()]).min(input.len());
-                cut += 1;
-                c.handle_input(&p, &input[fed..end]);
-                fed = end;
-            }
-            c.return_output(&mut shared);
-            prop_assert!(shared.is_empty());
-            prop_assert_eq!(c.output.capacity() > 0, c.pending() > 0, "owns memory only while it has output");
-        }
-        if eof {
-            c.handle_read_closed(&p);
-            got.extend(drain(&p, &mut c));
-            prop_assert!(c.is_closed());
-        }
+        let got = segmented_run(&p, &input, &cuts, &takes, eof, &lends)?;
         prop_assert_eq!(got, expected(&p, &input, eof));
     }
 }

@@ -2,7 +2,7 @@
 //! reach, saved at any point, behaves afterwards exactly as the original does.
 
 use super::*;
-use crate::config::Mode;
+use crate::config::{Mode, Telnet};
 use crate::protocol::conn::Rules;
 use proptest::prelude::*;
 
@@ -25,8 +25,9 @@ enum Step {
 }
 
 /// Steps chosen to reach every state and limit with the small rules below (the same
-/// inputs `tests/docs.rs` explores the state diagram with, plus the clock).
-const STEPS: [Step; 19] = [
+/// inputs `tests/docs.rs` explores the state diagram with, a read that ends in an IAC
+/// that may start a command, and the clock).
+const STEPS: [Step; 20] = [
     Step::Input(b"hi\n"),
     Step::Input(b"frag"),
     Step::Input(b"a line that is far too long\n"),
@@ -35,6 +36,7 @@ const STEPS: [Step; 19] = [
     Step::Input(b"PROXY UNKNOWN\r\nhi\n"),
     Step::Input(b"GET / HTTP/1.0\r\n"),
     Step::Input(b"x\xff\xf4\xff\xfd\x06\xff\xfb\x01y\xff"),
+    Step::Input(b"ab\xff"),
     Step::ReadClosed,
     Step::Shutdown,
     Step::Timeout(400_000),
@@ -72,15 +74,21 @@ fn apply(c: &mut Connection, p: &Rules, step: Step) {
     }
 }
 
-/// The rules the explorer runs under: small limits, so that few steps reach them.
+/// The rules the explorer runs under: small limits, so that few steps reach them; every
+/// `--telnet` mode (the default is `auto`).
 fn protocols() -> Vec<Rules> {
     let small = Rules {
         max_line: 8,
         max_pending: 16,
         ..Rules::default()
     };
+    assert_eq!(small.telnet, Telnet::Auto);
     vec![
         small.clone(),
+        Rules {
+            telnet: Telnet::Off,
+            ..small.clone()
+        },
         Rules {
             proxy_protocol: true,
             ..small.clone()
@@ -89,10 +97,11 @@ fn protocols() -> Vec<Rules> {
             mode: Mode::Raw,
             banner: Vec::new(),
             prefix: Vec::new(),
+            telnet: Telnet::Off,
             ..small.clone()
         },
         Rules {
-            telnet: true,
+            telnet: Telnet::On,
             ..small
         },
     ]
@@ -176,7 +185,8 @@ fn shifted(step: Step, shift: u64) -> Step {
     }
 }
 
-/// Every sequence of up to three steps, saved at the end, and every single step after.
+/// Every sequence of up to three steps, saved at the end; then what follows the save
+/// is played on both (every single step, up to two steps deep; two long runs at three).
 #[test]
 fn every_reachable_state_survives_a_save() {
     for p in protocols() {
@@ -185,16 +195,39 @@ fn every_reachable_state_survives_a_save() {
     }
 }
 
+/// After the save: more input (a line, a telnet command, a fragment), then the end.
+const GO_ON: [Step; 8] = [
+    Step::SendOne,
+    Step::Input(b"hi\n"),
+    Step::Input(b"x\xff\xf4\xff\xfd\x06\xff\xfb\x01y\xff"),
+    Step::SendAll,
+    Step::Input(b"frag"),
+    Step::Active(12_000),
+    Step::ReadClosed,
+    Step::SendAll,
+];
+
+/// After the save: the clock runs out.
+const TIME_OUT: [Step; 5] = [
+    Step::Progress(16_000),
+    Step::FinSent(14_000),
+    Step::Timeout(400_000),
+    Step::SendAll,
+    Step::Timeout(800_000),
+];
+
 fn explore(p: &Rules, depth: usize, prefix: &mut Vec<Step>) {
+    check(p, prefix, &GO_ON);
+    check(p, prefix, &TIME_OUT);
+    if prefix.len() == depth {
+        return;
+    }
     for step in STEPS {
         check(
             p,
             prefix,
             &[step, Step::SendAll, Step::ReadClosed, Step::SendAll],
         );
-    }
-    if prefix.len() == depth {
-        return;
     }
     for step in STEPS {
         prefix.push(step);
@@ -205,7 +238,7 @@ fn explore(p: &Rules, depth: usize, prefix: &mut Vec<Step>) {
 
 #[test]
 fn a_proxied_source_not_yet_taken_survives() {
-    let p = &protocols()[1];
+    let p = &protocols()[2];
     let mut c = Connection::new(p);
     c.handle_input(p, b"PROXY TCP6 2001:db8::1 2001:db8::2 4000 8888\r\nab");
     let mut copy = round_trip(&c, Tick::from_millis(0), Tick::from_millis(0));
@@ -228,7 +261,7 @@ fn every_state_and_reason_has_a_code() {
 /// middle of a command and a PROXY source: the richest sample for the garbage tests.
 fn rich_sample() -> Vec<u8> {
     let p = Rules {
-        telnet: true,
+        telnet: Telnet::On,
         max_pending: 4,
         ..Rules::default()
     };
