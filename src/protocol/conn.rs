@@ -58,6 +58,12 @@ pub const ERR_LINE_TOO_LONG: &[u8] = b"ERR line too long\n";
 pub const ERR_IDLE_TIMEOUT: &[u8] = b"ERR idle timeout\n";
 /// The message sent (by the reactor, before any state exists) to a client over `--max-connections`.
 pub const ERR_SERVER_BUSY: &[u8] = b"ERR server busy\n";
+/// The most bytes one [`Connection::handle_input`] delivers: the reactor reads into a
+/// buffer of this size. 64 KiB matches the default socket buffer, so one read usually
+/// empties the socket. Part of the memory bound: `input` never holds more than a partial
+/// line plus one read.
+pub const READ_SIZE: usize = 64 * 1024;
+
 /// The message sent to a client whose address already has `--max-per-ip` connections.
 pub const ERR_TOO_MANY_FROM_ADDRESS: &[u8] = b"ERR too many connections from your address\n";
 /// The message sent before closing the largest clients when `--max-memory` is exceeded.
@@ -329,6 +335,11 @@ impl Connection {
         self.input.capacity() + self.output.capacity()
     }
 
+    /// The capacity of the input and of the output buffer, for the memory bound's tests.
+    pub fn capacities(&self) -> (usize, usize) {
+        (self.input.capacity(), self.output.capacity())
+    }
+
     /// True when the reactor should read from the socket. False while replies pile up
     /// (backpressure) and once input has ended. Reading resumes when
     /// [`Connection::advance_output`] makes room: the reactor must then read on its own,
@@ -592,7 +603,7 @@ impl Connection {
     /// Collects the PROXY header; once complete, greets the client and treats the bytes
     /// after the header as ordinary input.
     fn handle_proxy_header(&mut self, p: &Rules, data: &[u8]) {
-        self.input.extend_from_slice(data);
+        self.push_input(p, data);
         match proxy::parse(&self.input) {
             proxy::Parse::Incomplete => {}
             proxy::Parse::Invalid(why) => self.refuse_proxy_header(why),
@@ -627,6 +638,19 @@ impl Connection {
         matches!(self.state, State::Open | State::Finishing)
     }
 
+    /// Appends received bytes to `input`, growing it by doubling but never past what the
+    /// limits allow: a partial line (`--max-line` + its newline) plus one read. Plain
+    /// doubling could reach about twice that; this keeps the documented bound exact.
+    fn push_input(&mut self, p: &Rules, bytes: &[u8]) {
+        let needed = self.input.len() + bytes.len();
+        if needed > self.input.capacity() {
+            let limit = (p.max_line + 1 + READ_SIZE).max(needed);
+            let target = (2 * self.input.capacity()).clamp(needed, limit);
+            self.input.reserve_exact(target - self.input.len());
+        }
+        self.input.extend_from_slice(bytes);
+    }
+
     /// Can a reply of `len` bytes be queued now?
     fn has_room(&self, p: &Rules, len: usize) -> bool {
         let pending = self.pending();
@@ -640,14 +664,14 @@ impl Connection {
         }
         if self.backlog {
             // No room for replies: keep the bytes in order behind the waiting lines.
-            self.input.extend_from_slice(data);
+            self.push_input(p, data);
             return;
         }
         if p.mode == Mode::Raw {
             // Without a backlog, raw mode has nothing buffered: echo what fits straight
             // from `data` and keep only the rest.
             let used = self.answer_raw(p, data);
-            self.input.extend_from_slice(&data[used..]);
+            self.push_input(p, &data[used..]);
             self.backlog = !self.input.is_empty();
             return;
         }
@@ -659,10 +683,10 @@ impl Connection {
                 if self.input.len() + data.len() > p.max_line {
                     return self.fail_line_too_long();
                 }
-                return self.input.extend_from_slice(data);
+                return self.push_input(p, data);
             };
             // Complete the line in `input` and answer it like any other.
-            self.input.extend_from_slice(&data[..first]);
+            self.push_input(p, &data[..first]);
             let line = std::mem::take(&mut self.input);
             let used = self.answer_lines(p, &line);
             if !self.is_answering() {
@@ -671,7 +695,7 @@ impl Connection {
             if used == 0 {
                 // No room for its reply: it waits, and so does everything after it.
                 self.input = line;
-                self.input.extend_from_slice(&data[first..]);
+                self.push_input(p, &data[first..]);
                 return;
             }
             data = &data[first..];
@@ -679,7 +703,7 @@ impl Connection {
         // The usual case: nothing is buffered, so every line is in `data`.
         let used = self.answer_lines(p, data);
         if self.is_answering() {
-            self.input.extend_from_slice(&data[used..]);
+            self.push_input(p, &data[used..]);
         }
     }
 
@@ -751,7 +775,8 @@ impl Connection {
                 self.fail_line_too_long();
                 return buf.len();
             }
-            if !self.has_room(p, line::reply_len(&p.prefix, len)) {
+            let reply = line::escaped_reply_len(&p.prefix, &rest[..len], telnet);
+            if !self.has_room(p, reply) {
                 self.backlog = true;
                 return used;
             }
@@ -802,12 +827,13 @@ impl Connection {
             }
         }
         if p.mode == Mode::Line && !self.input.is_empty() {
-            if !self.has_room(p, line::reply_len(&p.prefix, self.input.len())) {
+            let telnet = self.telnet.is_decoding();
+            let reply = line::escaped_reply_len(&p.prefix, &self.input, telnet);
+            if !self.has_room(p, reply) {
                 self.backlog = true;
                 return;
             }
             let fragment = std::mem::take(&mut self.input);
-            let telnet = self.telnet.is_decoding();
             line::push_reply(&mut self.output, &p.prefix, &fragment, telnet);
             self.lines += 1;
         }

@@ -52,6 +52,18 @@ pub fn reply_len(prefix: &[u8], line_len: usize) -> usize {
     prefix.len() + line_len
 }
 
+/// How many bytes [`push_reply`] appends for `line`: with telnet escaping, every 0xFF of
+/// the prefix and the line takes two. (Room checks must count what is really queued.)
+pub fn escaped_reply_len(prefix: &[u8], line: &[u8], telnet: bool) -> usize {
+    let doubled = |bytes: &[u8]| bytes.iter().filter(|&&b| b == telnet::IAC).count();
+    let extra = if telnet {
+        doubled(prefix) + doubled(line)
+    } else {
+        0
+    };
+    reply_len(prefix, line.len()) + extra
+}
+
 /// Appends the reply to one line to `out`: `prefix`, then `line` (its terminator
 /// included, or none for the final fragment of a closed connection).
 ///

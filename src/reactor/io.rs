@@ -135,6 +135,7 @@ pub fn read_once(entry: &mut Entry, rules: &Rules, scratch: &mut [u8], stats: &m
             entry.active = true;
             if SHORT_READ_PROVES_EMPTY && n < scratch.len() && !entry.fin_reported && !entry.urgent
             {
+                trace!("{}: a short read: the socket is empty", entry.peer);
                 entry.can_read = false;
             }
             entry.conn.handle_input(rules, &scratch[..n]);

@@ -67,9 +67,9 @@ pub(super) const UPGRADE_CHECK: Token = Token(usize::MAX - 3);
 const LISTENER_BASE: usize = usize::MAX - 4;
 
 /// One read buffer for all connections. A read fills it, the state machine copies out
-/// only what it must keep (a partial line), and the next connection reuses it. 64 KiB
-/// matches the default socket buffer, so one read usually empties the socket.
-const SCRATCH_SIZE: usize = 64 * 1024;
+/// only what it must keep (a partial line), and the next connection reuses it. Its size
+/// is the state machine's [`READ_SIZE`](crate::protocol::conn::READ_SIZE) (64 KiB).
+const SCRATCH_SIZE: usize = crate::protocol::conn::READ_SIZE;
 
 /// Stale timers tolerated beyond twice the live connections before a sweep: enough that
 /// a quiet server never sweeps, small enough to be a few KiB.
@@ -272,7 +272,8 @@ impl Server {
         events: &mut Events,
         longest: Option<Duration>,
     ) -> io::Result<bool> {
-        self.alarm.set(self.next_deadline(), self.now)?;
+        let next_deadline = self.next_deadline();
+        self.alarm.set(next_deadline, self.now)?;
         // Sleep until an event or the alarm, unless we owe a connection a visit: then
         // only collect what is ready and come straight back.
         let owed = std::mem::take(&mut self.owed);
@@ -285,7 +286,14 @@ impl Server {
         } else {
             Some(Duration::ZERO)
         };
-        trace!("poll: sleeping for {timeout:?}");
+        match next_deadline {
+            _ if timeout == Some(Duration::ZERO) => trace!("poll: a visit is owed: no sleep"),
+            Some(at) => trace!(
+                "poll: sleeping until an event (the alarm rings in {:?})",
+                at.saturating_duration_since(self.now)
+            ),
+            None => trace!("poll: sleeping until an event (no alarm set)"),
+        }
         if let Err(e) = self.poll.poll(events, timeout) {
             if !interrupted(&e) {
                 return Err(e);
@@ -297,7 +305,7 @@ impl Server {
         self.tick = self.clock.tick(self.now);
         trace!("poll: woke with {} events", events.iter().count());
         for event in events.iter() {
-            trace_event(event);
+            trace_event(event, self.listeners.len());
             match event.token() {
                 SIGNALS => self.handle_signals(),
                 // The deadlines it stands for are checked below, every turn.
@@ -665,18 +673,40 @@ impl Server {
     }
 }
 
-/// `--log-level trace`: one line per readiness event, so a learner can watch the loop.
-fn trace_event(event: &mio::event::Event) {
+/// `--log-level trace`: one line per readiness event, so a learner can watch the loop:
+/// which source it is, and which readiness the kernel reported.
+fn trace_event(event: &mio::event::Event, listeners: usize) {
     // The arguments are evaluated only when trace is on: off, this costs one compare.
     trace!(
-        "event: token {} readable {} writable {} read-closed {} write-closed {} error {}",
-        event.token().0,
-        event.is_readable(),
-        event.is_writable(),
-        event.is_read_closed(),
-        event.is_write_closed(),
-        event.is_error()
+        "event: {} is{}{}{}{}{}",
+        token_name(event.token(), listeners),
+        if event.is_readable() { " READABLE" } else { "" },
+        if event.is_writable() { " WRITABLE" } else { "" },
+        if event.is_read_closed() {
+            " READ_CLOSED"
+        } else {
+            ""
+        },
+        if event.is_write_closed() {
+            " WRITE_CLOSED"
+        } else {
+            ""
+        },
+        if event.is_error() { " ERROR" } else { "" },
     );
+}
+
+/// What a token stands for, in words (for the trace log).
+fn token_name(token: Token, listeners: usize) -> String {
+    match token {
+        SIGNALS => "the signal pipe".to_string(),
+        ALARM => "the alarm".to_string(),
+        Token(t) if t > LISTENER_BASE - listeners && t <= LISTENER_BASE => {
+            format!("listener {}", LISTENER_BASE - t)
+        }
+        token if metrics::owns(token) => format!("metrics token {}", token.0),
+        Token(key) => format!("connection {key}"),
+    }
 }
 
 /// The PROXY header named the real client: log it, and use it in later log lines.

@@ -1086,3 +1086,114 @@ mod output_capacity {
         assert!(sent > 90 << 20);
     }
 }
+
+mod memory_bound {
+    use super::*;
+    use crate::protocol::conn::READ_SIZE;
+
+    /// A tiny deterministic generator (xorshift), so that a failure names its seed.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+        fn byte(&mut self) -> u8 {
+            match self.below(10) {
+                0 => b'\n',
+                1 => 0xFF,
+                2 => b'\r',
+                3 => 0xF4, // after an IAC: interrupt process
+                _ => b'a' + self.below(26) as u8,
+            }
+        }
+    }
+
+    /// The documented bound on what one connection's buffers may hold, in capacity:
+    /// input at most a partial line plus one read; output under twice (max-pending +
+    /// the largest reply + a little for messages and telnet answers).
+    fn bounds(p: &Rules) -> (usize, usize) {
+        let largest_reply = 2 * (p.prefix.len() + p.max_line + 2);
+        let input = p.max_line + 1 + READ_SIZE;
+        let output = 2 * (p.max_pending + largest_reply + 4096);
+        (input, output)
+    }
+
+    /// Random rules, random input (split anywhere, with telnet commands and 0xFF bytes),
+    /// a socket that takes random amounts: at every step both buffers stay within the
+    /// formula in docs/OPERATIONS.md.
+    #[test]
+    fn buffer_capacities_stay_within_the_documented_formula() {
+        for seed in 1..=400u64 {
+            let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let telnet = [Telnet::Off, Telnet::On, Telnet::Auto][rng.below(3)];
+            let p = Rules {
+                telnet,
+                prefix: (0..rng.below(12)).map(|_| rng.byte()).collect(),
+                ..small([8, 64, 300][rng.below(3)], [16, 100, 2000][rng.below(3)])
+            };
+            let (max_in, max_out) = bounds(&p);
+            let mut c = Connection::new(&p);
+            for step in 0..300 {
+                match rng.below(4) {
+                    0 | 1 => {
+                        let most = if rng.below(8) == 0 { 5000 } else { 40 };
+                        let len = rng.below(most);
+                        let chunk: Vec<u8> = (0..len).map(|_| rng.byte()).collect();
+                        if c.wants_read(&p) {
+                            c.handle_input(&p, &chunk);
+                        }
+                    }
+                    2 => {
+                        let pending = c.poll_output().len();
+                        c.advance_output(&p, rng.below(pending + 1));
+                    }
+                    _ if rng.below(50) == 0 => c.handle_read_closed(&p),
+                    _ => {}
+                }
+                let (input, output) = c.capacities();
+                assert!(
+                    input <= max_in && output <= max_out,
+                    "seed {seed} step {step}: input {input} (max {max_in}), \
+                     output {output} (max {max_out})"
+                );
+            }
+        }
+    }
+}
+
+mod telnet_room {
+    use super::*;
+
+    /// Telnet escaping doubles every 0xFF of a reply; the room check counts the escaped
+    /// bytes, so the queue never exceeds max(max-pending, one reply).
+    #[test]
+    fn escaped_replies_are_counted_at_their_escaped_length() {
+        let p = Rules {
+            telnet: Telnet::On,
+            prefix: Vec::new(),
+            ..small(1000, 100)
+        };
+        let (_, mut c) = run(&p, &[], false);
+        // 29 literal 0xFF bytes (IAC IAC each on the wire) and a newline: 30 bytes of
+        // line, 59 bytes of escaped reply.
+        let mut line = [0xFF, 0xFF].repeat(29);
+        line.push(b'\n');
+        for _ in 0..3 {
+            c.handle_input(&p, &line);
+        }
+        let pending = c.poll_output().len();
+        assert!(
+            pending <= 100,
+            "{pending} bytes queued, over --max-pending 100"
+        );
+        assert_eq!(pending, 59, "one reply queued, the others wait for room");
+        assert_eq!(drain(&p, &mut c).len(), 3 * 59);
+    }
+}
