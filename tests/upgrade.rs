@@ -47,9 +47,17 @@ impl Install {
     }
 
     /// The same at any path in the directory.
+    ///
+    /// The executable file is written by a `cp` process, never by this one: the tests
+    /// run in threads that fork (nc, telnet, echod), and a child forked while we held a
+    /// file open for writing keeps it open until its own `exec`; an `exec` of that file
+    /// meanwhile (echod's upgrade, or our spawn) would fail with ETXTBSY.
     fn put_at(&self, path: &Path, bytes: &[u8]) {
+        let source = self.dir.join("source");
         let tmp = self.dir.join("incoming");
-        std::fs::write(&tmp, bytes).unwrap();
+        std::fs::write(&source, bytes).unwrap();
+        let copied = Command::new("cp").arg(&source).arg(&tmp).status().unwrap();
+        assert!(copied.success());
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::rename(&tmp, path).unwrap();
     }
