@@ -95,11 +95,11 @@ impl Server {
 
     /// Registers one handed-over connection and gives it back its slot's bookkeeping.
     fn adopt(&mut self, meta: Meta, conn: Connection, fd: OwnedFd) -> io::Result<()> {
-        let std_stream = std::net::TcpStream::from(fd);
-        // The flag lives in the open file, which the old image shared with us: it is
-        // set already. Setting it again is cheap insurance for the whole loop.
-        std_stream.set_nonblocking(true)?;
-        let mut stream = TcpStream::from_std(std_stream);
+        // Non-blocking already: O_NONBLOCK belongs to the open file, not to the
+        // descriptor, and the descriptor we received refers to the very open file the
+        // old image accepted non-blocking. (We skip the `ioctl` that would say so again:
+        // with 10,000 connections it is 10,000 system calls in the pause.)
+        let mut stream = TcpStream::from_std(std::net::TcpStream::from(fd));
         let key = self.conns.vacant_key();
         self.poll
             .registry()
