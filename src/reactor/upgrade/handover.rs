@@ -157,7 +157,7 @@ impl Server {
 
     /// Saves the state, queues every descriptor for the new image, and `exec`s it.
     /// Returns only on failure; what it opened is closed again on the way out.
-    fn exec_with_state(&mut self, binary: &std::path::Path) -> io::Error {
+    fn exec_with_state(&self, binary: &std::path::Path) -> io::Error {
         let saved = state::save(self);
         let (ours, theirs) = match fds::queue(self, &saved) {
             Ok(pair) => pair,
