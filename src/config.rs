@@ -8,6 +8,7 @@
 use std::ffi::OsString;
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use lexopt::ValueExt;
@@ -91,6 +92,9 @@ pub struct Config {
     /// (the default) opens no port. Off by default because a port is an exposure: where
     /// it listens should be an explicit choice, like `--listen`.
     pub metrics: Option<SocketAddr>,
+    /// The binary SIGUSR2 replaces us with (`--upgrade-binary`); `None`: the one we were
+    /// started from, as resolved at start-up (see `reactor::upgrade`).
+    pub upgrade_binary: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -114,6 +118,7 @@ impl Default for Config {
             reuse_port: false,
             proxy_protocol: false,
             metrics: None,
+            upgrade_binary: None,
         }
     }
 }
@@ -127,6 +132,9 @@ pub enum Command {
     Help,
     /// Print the version and exit 0.
     Version,
+    /// Print the saved-state formats this binary can resume from, one per line, and
+    /// exit 0 (`--resume-formats`: what a running echod asks before it upgrades to us).
+    ResumeFormats,
 }
 
 /// A command line we cannot use, with a one-line reason (the caller exits 2).
@@ -196,6 +204,8 @@ Options:
   --reuse-port           SO_REUSEPORT: several echod processes share the port
   --proxy-protocol       expect a PROXY protocol v1/v2 header first (behind HAProxy)
   --metrics ADDR         serve Prometheus metrics at http://ADDR/metrics [off]
+  --upgrade-binary PATH  what SIGUSR2 upgrades to in place [the binary started]
+  --resume-formats       print the saved-state formats this binary resumes from
   --log-level LEVEL      error|warn|info|debug|trace [info, or RUST_LOG]
   -h, --help             print this help
   -V, --version          print the version
@@ -231,6 +241,10 @@ where
         match arg {
             Short('h') | Long("help") => return Ok(Command::Help),
             Short('V') | Long("version") => return Ok(Command::Version),
+            Long("resume-formats") => return Ok(Command::ResumeFormats),
+            Long("upgrade-binary") => {
+                config.upgrade_binary = Some(PathBuf::from(parser.value()?));
+            }
             Long("listen") => listen.push(parse_addr("--listen", &text(&mut parser)?)?),
             Long("metrics") => config.metrics = Some(parse_addr("--metrics", &text(&mut parser)?)?),
             Long("backlog") => config.backlog = number(&mut parser, "--backlog", 1..=MAX_BACKLOG)?,
@@ -547,5 +561,20 @@ mod tests {
         // `Long(..)` arm of the parser, so here we only check the defaults are shown.
         let help = usage();
         assert!(help.contains("[127.0.0.1:8888]") && help.contains("[65536]"));
+    }
+
+    #[test]
+    fn upgrade_flags() {
+        assert_eq!(run(&[]).unwrap().upgrade_binary, None);
+        let c = run(&["--upgrade-binary", "/opt/echod/bin/echod"]).unwrap();
+        assert_eq!(
+            c.upgrade_binary,
+            Some(PathBuf::from("/opt/echod/bin/echod"))
+        );
+        assert!(run(&["--upgrade-binary"]).is_err());
+        assert_eq!(
+            parse_args(["--resume-formats"]).unwrap(),
+            Command::ResumeFormats
+        );
     }
 }

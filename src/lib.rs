@@ -17,10 +17,13 @@
 //!   - [`protocol::conn`]: one client's state machine: states, buffers, limits.
 //!   - [`protocol::telnet`]: the `--telnet` command filter.
 //!   - [`protocol::proxy`]: the `--proxy-protocol` header parser (HAProxy v1 and v2).
+//!   - [`protocol::state`]: the byte codec a connection is saved with for an upgrade.
 //! - [`reactor`] (`src/reactor/`): the server's I/O: the one `mio` loop and what it owns.
 //!   - [`reactor::server`]: the loop: listeners, connections, signals, deadlines.
 //!   - [`reactor::listen`], [`reactor::alarm`], [`reactor::timers`], [`reactor::slots`],
 //!     [`reactor::stats`]: what the loop leans on.
+//!   - [`reactor::upgrade`]: SIGUSR2: become a new build of the binary, same PID, every
+//!     connection kept (a connection is a descriptor plus a value).
 //! - [`client`] (`src/client/`): `echoc`'s one-shot, interactive and load modes, in the
 //!   same readiness style.
 //! - [`config`]: options and limits, with their defaults and reasons; argument parsing.

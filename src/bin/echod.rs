@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use echod::config::{self, Command, Config};
 use echod::logging::{self, NonBlockingGuard};
 use echod::reactor::server::Server;
+use echod::reactor::upgrade;
 use log::{error, info, LevelFilter};
 
 fn main() -> ExitCode {
@@ -18,6 +19,14 @@ fn main() -> ExitCode {
             let version = env!("CARGO_PKG_VERSION");
             return exit_after(writeln!(std::io::stdout(), "echod {version}"));
         }
+        // A running echod asks this before it upgrades to us (SIGUSR2).
+        Ok(Command::ResumeFormats) => {
+            let formats: String = upgrade::resume_formats()
+                .iter()
+                .map(|f| format!("{f}\n"))
+                .collect();
+            return exit_after(write!(std::io::stdout(), "{formats}"));
+        }
         Err(e) => {
             let _ = writeln!(std::io::stderr(), "echod: {e} (try --help)");
             return ExitCode::from(2);
@@ -25,6 +34,17 @@ fn main() -> ExitCode {
     };
     // Held until `main` returns: dropping it puts stderr back in blocking mode.
     let _stderr_mode = init_logging(&config);
+    if upgrade::resume_requested() {
+        // The previous image of this process handed its clients over. If we cannot
+        // take them, there is no one to give them back to: say why and exit 1.
+        return match Server::resume(&config) {
+            Ok(server) => serve(server),
+            Err(e) => {
+                error!("cannot resume after an upgrade: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     let server = match Server::bind(&config) {
         Ok(server) => server,
         Err(e) => {
@@ -43,6 +63,11 @@ fn main() -> ExitCode {
         config.idle_timeout.map_or("off".to_string(), |t| format!("{}s", t.as_secs())),
         config.drain_timeout.as_secs(),
     );
+    serve(server)
+}
+
+/// Runs the loop to its end; 0 after a clean shutdown, 1 if the loop failed.
+fn serve(server: Server) -> ExitCode {
     match server.run() {
         Ok(_) => {
             info!("shut down cleanly");

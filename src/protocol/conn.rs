@@ -913,5 +913,8 @@ impl Connection {
     }
 }
 
+// Saving and loading a connection for an upgrade in place.
+mod state;
+
 #[cfg(test)]
 mod tests;

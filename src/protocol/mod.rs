@@ -10,10 +10,12 @@
 //! - [`telnet`]: the telnet command filter (`--telnet`).
 //! - [`proxy`]: the PROXY protocol header parser (`--proxy-protocol`).
 //! - [`tick`]: time as a number the reactor hands in; the core reads no clock.
+//! - [`state`]: the byte codec that saves a connection for an upgrade in place.
 
 pub mod conn;
 pub mod fast;
 pub mod line;
 pub mod proxy;
+pub mod state;
 pub mod telnet;
 pub mod tick;

@@ -1293,3 +1293,6 @@ mod tests {
         }
     }
 }
+
+// Saving and loading the decoder for an upgrade in place.
+mod state;

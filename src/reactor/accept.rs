@@ -235,14 +235,14 @@ impl Server {
 /// second free: no `epoll_ctl` when output starts or stops), and on Linux PRIORITY, so
 /// that urgent data, which a read stops at, is reported (see [`crate::reactor::io`]).
 #[cfg(any(target_os = "linux", target_os = "android"))]
-const CONNECTION_INTEREST: Interest = Interest::READABLE
+pub(super) const CONNECTION_INTEREST: Interest = Interest::READABLE
     .add(Interest::WRITABLE)
     .add(Interest::PRIORITY);
 
 /// What every connection is registered for, once: READABLE and WRITABLE (edges make the
 /// second free: no `epoll_ctl` when output starts or stops).
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
-const CONNECTION_INTEREST: Interest = Interest::READABLE.add(Interest::WRITABLE);
+pub(super) const CONNECTION_INTEREST: Interest = Interest::READABLE.add(Interest::WRITABLE);
 
 /// How long a connection may be silent before the kernel starts probing it, and how
 /// often it probes: a peer that vanished (power cut, cable pulled, NAT forgot us) is

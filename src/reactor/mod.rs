@@ -14,6 +14,8 @@
 //! - [`slots`]: the slab of connections, with removal deferred to the end of a batch.
 //! - [`stats`]: the counters the loop keeps.
 //! - [`metrics`]: `--metrics`: Prometheus scrapes, served by the same loop.
+//! - [`upgrade`]: SIGUSR2: become a new build of the binary, same PID, every
+//!   connection kept.
 
 pub mod accept;
 pub mod alarm;
@@ -25,3 +27,4 @@ pub mod server;
 pub mod slots;
 pub mod stats;
 pub mod timers;
+pub mod upgrade;

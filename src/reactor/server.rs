@@ -9,7 +9,8 @@
 //!   and hand the bytes to its [`Connection`](crate::protocol::conn::Connection) state machine;
 //! - a connection has output: write it until `WouldBlock` or until it is all sent;
 //! - the **signal** pipe is readable: start the drain, log the counters, …;
-//! - the **alarm** rang (see [`crate::reactor::alarm`]): a deadline is due.
+//! - the **alarm** rang (see [`crate::reactor::alarm`]): a deadline is due;
+//! - the **upgrade check** answered (SIGUSR2, see [`crate::reactor::upgrade`]).
 //!
 //! Each connection is registered once, for READABLE and WRITABLE, edge-triggered: the kernel
 //! reports a change of readiness once, and it is our job to use it up. That costs no
@@ -32,7 +33,7 @@ use std::time::{Duration, Instant};
 use log::{debug, info, trace, warn};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook_mio::v1_0::Signals;
 
 use crate::config::Config;
@@ -47,6 +48,8 @@ use crate::reactor::metrics::{self, Metrics};
 use crate::reactor::slots::Slots;
 use crate::reactor::stats::Stats;
 use crate::reactor::timers::{Clock, Tick, Timers};
+#[cfg(target_os = "linux")]
+use crate::reactor::upgrade::Upgrade;
 
 /// The signal source's token (signal-hook-mio's self-pipe, a Unix socket pair).
 /// Connection tokens are slab keys, counted up from 0, so the top of the token space is
@@ -56,8 +59,12 @@ const SIGNALS: Token = Token(usize::MAX - 1);
 /// The alarm's token (used only by the timerfd alarm; `poll`'s timeout has no event).
 const ALARM: Token = Token(usize::MAX - 2);
 
+/// The upgrade check's token: the pipe from `NEW-BINARY --resume-formats` (SIGUSR2).
+#[cfg(target_os = "linux")]
+pub(super) const UPGRADE_CHECK: Token = Token(usize::MAX - 3);
+
 /// Listener `i` has token `LISTENER_BASE - i`.
-const LISTENER_BASE: usize = usize::MAX - 3;
+const LISTENER_BASE: usize = usize::MAX - 4;
 
 /// One read buffer for all connections. A read fills it, the state machine copies out
 /// only what it must keep (a partial line), and the next connection reuses it. Its size
@@ -81,8 +88,8 @@ pub struct Server {
     pub(super) listeners: Vec<TcpListener>,
     /// Listeners whose accept budget ran out last turn: we owe them a visit.
     pub(super) listeners_owed: Vec<usize>,
-    /// SIGINT, SIGTERM, SIGHUP and SIGUSR1, delivered as readiness of a socket pair: the
-    /// signal handler only writes a byte to it (the self-pipe trick).
+    /// SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2 and SIGCHLD, delivered as readiness of
+    /// a socket pair: the signal handler only writes a byte to it (the self-pipe trick).
     signals: Signals,
     /// Every connection, by token.
     pub(super) conns: Slots<Entry>,
@@ -109,7 +116,7 @@ pub struct Server {
     /// `--max-pending` plus one reply.
     replies: Vec<u8>,
     /// Connection deadlines.
-    timers: Timers,
+    pub(super) timers: Timers,
     /// Wakes the loop at the earliest of all deadlines (connections', drain, accept
     /// retry, status report).
     alarm: Alarm,
@@ -138,6 +145,9 @@ pub struct Server {
     status_due: Option<Instant>,
     /// `--metrics`: the scrape listener and its connections (see [`crate::reactor::metrics`]).
     pub(super) metrics: Option<Metrics>,
+    /// SIGUSR2: the binary to become, and the upgrade in progress, if any.
+    #[cfg(target_os = "linux")]
+    pub(super) upgrade: Upgrade,
 }
 
 impl std::fmt::Debug for Server {
@@ -156,7 +166,6 @@ impl Server {
     ///
     /// An error names the address that failed, for the operator.
     pub fn bind(config: &Config) -> io::Result<Server> {
-        let poll = Poll::new()?;
         let mut listeners = listen::inherited_listeners()?;
         if listeners.is_empty() {
             for &addr in &config.listen {
@@ -169,17 +178,31 @@ impl Server {
         } else {
             info!("socket activation: {} inherited listeners", listeners.len());
         }
+        let poll = Poll::new()?;
+        let metrics = Metrics::open(config.metrics, poll.registry())?;
+        Server::assemble(config, poll, listeners, metrics)
+    }
+
+    /// The loop around `listeners` (bound at start-up, or handed over by the previous
+    /// image on an upgrade): registers them, the signals and the alarm with `poll`.
+    pub(super) fn assemble(
+        config: &Config,
+        poll: Poll,
+        mut listeners: Vec<TcpListener>,
+        metrics: Option<Metrics>,
+    ) -> io::Result<Server> {
         for (i, listener) in listeners.iter_mut().enumerate() {
             poll.registry()
                 .register(listener, Token(LISTENER_BASE - i), Interest::READABLE)?;
         }
-        let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1])?;
+        // SIGUSR2 is caught everywhere, even where upgrades are not supported: its
+        // default action would end the process.
+        let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2, SIGCHLD])?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
         let mut alarm = Alarm::new()?;
         alarm.register(poll.registry(), ALARM)?;
         let clock = Clock::new();
-        let metrics = Metrics::open(config.metrics, poll.registry())?;
         Ok(Server {
             poll,
             listeners,
@@ -209,6 +232,8 @@ impl Server {
             systemd: std::env::var_os("NOTIFY_SOCKET").is_some(),
             status_due: None,
             metrics,
+            #[cfg(target_os = "linux")]
+            upgrade: Upgrade::new(config),
         })
     }
 
@@ -256,6 +281,8 @@ impl Server {
                 SIGNALS => self.handle_signals(),
                 // The deadlines it stands for are checked below, every turn.
                 ALARM => self.alarm.rang(),
+                #[cfg(target_os = "linux")]
+                UPGRADE_CHECK => self.upgrade_check_readable(),
                 Token(t) if t > LISTENER_BASE - self.listeners.len() => {
                     self.accept_all(LISTENER_BASE - t)
                 }
@@ -267,6 +294,8 @@ impl Server {
         self.serve_owed(owed);
         self.serve_owed_listeners(listeners_owed);
         self.expire_timers();
+        #[cfg(target_os = "linux")]
+        self.expire_upgrade_check();
         self.retry_accept_if_due();
         self.enforce_memory_limit();
         self.reap();
@@ -275,6 +304,10 @@ impl Server {
         }
         self.metrics_turn();
         self.send_status_if_due();
+        // The turn's work is done: if an upgrade is due, this is where the process
+        // becomes the new image (and returns here only if that failed).
+        #[cfg(target_os = "linux")]
+        self.hand_over_if_due();
         let drained = self.conns.is_empty() && self.listeners.is_empty();
         Ok(self.exit_now || (self.drain_deadline.is_some() && drained))
     }
@@ -324,6 +357,8 @@ impl Server {
             self.memory_deadline(),
             self.status_due,
             self.metrics_deadline(),
+            #[cfg(target_os = "linux")]
+            self.upgrade.check_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -506,6 +541,10 @@ impl Server {
                 SIGINT | SIGTERM => self.start_drain(signal),
                 SIGHUP => info!("SIGHUP ignored (echod has no configuration to reload)"),
                 SIGUSR1 => info!("{}", self.stats.summary(self.conns.len())),
+                SIGUSR2 => self.start_upgrade(),
+                // A child exited: the upgrade check's, the only children we have.
+                #[cfg(target_os = "linux")]
+                SIGCHLD => self.reap_upgrade_check(),
                 _ => {}
             }
         }
@@ -571,7 +610,7 @@ impl Server {
 
     /// Sends a state to systemd's notify socket (a no-op outside systemd). A failure is
     /// logged and otherwise ignored: serving clients matters more than reporting.
-    fn notify_systemd(&self, states: &[sd_notify::NotifyState<'_>]) {
+    pub(super) fn notify_systemd(&self, states: &[sd_notify::NotifyState<'_>]) {
         if self.systemd {
             if let Err(e) = sd_notify::notify(states) {
                 warn!("systemd notify: {e}");

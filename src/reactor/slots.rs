@@ -93,6 +93,14 @@ impl<T> Slots<T> {
             .collect()
     }
 
+    /// Live (not retired) values in key order, for a walk that only looks.
+    pub fn live(&self) -> impl Iterator<Item = &T> {
+        self.slab
+            .iter()
+            .filter(|(_, slot)| !slot.retired)
+            .map(|(_, slot)| &slot.value)
+    }
+
     /// How many slots are taken, retired ones included (they still hold a socket).
     pub fn len(&self) -> usize {
         self.slab.len()

@@ -158,6 +158,33 @@ impl Metrics {
         }))
     }
 
+    /// The new image of an upgrade in place (SIGUSR2): serves on the listener the old
+    /// image handed over, keeping the process's start time.
+    pub fn adopt(
+        mut listener: TcpListener,
+        start_time_seconds: u64,
+        registry: &Registry,
+    ) -> io::Result<Metrics> {
+        registry.register(&mut listener, LISTENER, Interest::READABLE)?;
+        info!("metrics: serving http://{}/metrics", listener.local_addr()?);
+        Ok(Metrics {
+            listener,
+            scrapes: Slots::new(),
+            next_deadline: None,
+            start_time_seconds,
+        })
+    }
+
+    /// The listener, to hand over on an upgrade in place.
+    pub fn listener(&self) -> &TcpListener {
+        &self.listener
+    }
+
+    /// When the process started, in seconds since the Unix epoch.
+    pub fn start_time_seconds(&self) -> u64 {
+        self.start_time_seconds
+    }
+
     /// When the loop must wake for a scrape's deadline; `None` while no scrape is open.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.next_deadline
