@@ -178,8 +178,6 @@ impl Server {
             can_write: true,
             owed: false,
             fin_sent: false,
-            active: false,
-            wrote: false,
             counted,
             paused: false,
             charged: 0,

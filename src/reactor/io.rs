@@ -51,10 +51,6 @@ pub struct Entry {
     pub owed: bool,
     /// `shutdown(Write)` done: our FIN is out.
     pub fin_sent: bool,
-    /// Bytes moved during the current visit (reported to the state machine as activity).
-    pub active: bool,
-    /// The socket took output during the current visit (progress for `--send-timeout`).
-    pub wrote: bool,
     /// Counted under its address for `--max-per-ip` (uncounted when it closes).
     pub counted: bool,
     /// Not read from while all buffers together are over `--max-memory`.
@@ -73,34 +69,46 @@ pub struct Entry {
     pub bytes_out: u64,
 }
 
+/// What one visit moved, for the state machine's clocks and the loop's fairness.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Moved {
+    /// Bytes came in from the client (activity, for the idle timeout).
+    pub read: bool,
+    /// The socket took some of our output (progress, for `--send-timeout`).
+    pub wrote: bool,
+    /// The fairness budget ran out with data still waiting: the loop owes a visit.
+    pub more: bool,
+}
+
 /// Reads, answers and writes until the socket or the state machine says stop: read
 /// while the connection wants input and the socket may have some, write what it has to
-/// send, and read again if writing made room. Returns true when the fairness budget ran
-/// out with data still waiting (the caller must come back: no event will).
+/// send, and read again if writing made room. `more` in the answer means the fairness
+/// budget ran out with data still waiting (the caller must come back: no event will).
 pub fn transfer(
     entry: &mut Entry,
     rules: &Rules,
     scratch: &mut [u8],
     stats: &mut Stats,
     draining: bool,
-) -> bool {
+) -> Moved {
+    let mut moved = Moved::default();
     let mut reads = 0;
     loop {
         while entry.can_read && wants_read(entry, rules) && reads < READS_PER_VISIT {
             reads += 1;
-            read_once(entry, rules, scratch, stats);
+            moved.read |= read_once(entry, rules, scratch, stats);
         }
         if draining && !entry.can_read {
             // Draining: everything the client had sent is read; answer it and end.
             entry.conn.handle_shutdown(rules);
         }
         if entry.conn.is_closed() {
-            return false; // A read failed: nothing more can be sent.
+            return moved; // A read failed: nothing more can be sent.
         }
-        write_out(entry, rules, stats);
-        let more = entry.can_read && wants_read(entry, rules);
-        if !more || reads >= READS_PER_VISIT {
-            return more;
+        moved.wrote |= write_out(entry, rules, stats);
+        moved.more = entry.can_read && wants_read(entry, rules);
+        if !moved.more || reads >= READS_PER_VISIT {
+            return moved;
         }
     }
 }
@@ -120,46 +128,51 @@ fn wants_read(entry: &Entry, rules: &Rules) -> bool {
 /// behind a short read with no new edge to come: a FIN that was already reported (we
 /// keep reading until we see the EOF, a read of 0), and TCP urgent data (a read stops
 /// at the urgent mark; epoll reports it as PRIORITY, see [`Entry::urgent`]). Elsewhere
-/// we read until `WouldBlock`, the textbook rule.
-pub fn read_once(entry: &mut Entry, rules: &Rules, scratch: &mut [u8], stats: &mut Stats) {
+/// we read until `WouldBlock`, the textbook rule. True when bytes came in.
+pub fn read_once(entry: &mut Entry, rules: &Rules, scratch: &mut [u8], stats: &mut Stats) -> bool {
     match entry.stream.read(scratch) {
         Ok(0) => {
             trace!("{}: read: end of stream", entry.peer);
             entry.can_read = false;
             entry.conn.handle_read_closed(rules);
+            false
         }
         Ok(n) => {
             trace!("{}: read {n} bytes", entry.peer);
             entry.bytes_in += n as u64;
             stats.bytes_in += n as u64;
-            entry.active = true;
             if SHORT_READ_PROVES_EMPTY && n < scratch.len() && !entry.fin_reported && !entry.urgent
             {
                 trace!("{}: a short read: the socket is empty", entry.peer);
                 entry.can_read = false;
             }
             entry.conn.handle_input(rules, &scratch[..n]);
+            true
         }
         Err(e) if would_block(&e) => {
             trace!("{}: read: WouldBlock", entry.peer);
             entry.can_read = false;
+            false
         }
-        Err(e) if interrupted(&e) => {}
+        Err(e) if interrupted(&e) => false,
         // Reset, or another error: the connection is dead; nobody else notices.
         Err(e) => {
             trace!("{}: read: {e}", entry.peer);
             entry.can_read = false;
             entry.conn.handle_error();
+            false
         }
     }
 }
 
-/// Writes pending output until it is all sent or the socket is full.
-pub fn write_out(entry: &mut Entry, rules: &Rules, stats: &mut Stats) {
+/// Writes pending output until it is all sent or the socket is full. True when the
+/// socket took any of it.
+pub fn write_out(entry: &mut Entry, rules: &Rules, stats: &mut Stats) -> bool {
+    let mut wrote = false;
     while entry.can_write {
         let out = entry.conn.poll_output();
         if out.is_empty() {
-            return;
+            break;
         }
         let len = out.len();
         match entry.stream.write(out) {
@@ -167,8 +180,7 @@ pub fn write_out(entry: &mut Entry, rules: &Rules, stats: &mut Stats) {
                 trace!("{}: wrote {n} of {len} bytes", entry.peer);
                 entry.bytes_out += n as u64;
                 stats.bytes_out += n as u64;
-                entry.active = true;
-                entry.wrote = n > 0;
+                wrote |= n > 0;
                 // A short write means the send buffer is full: the next write would
                 // fail, and a writable edge will come when there is room again.
                 if n < len {
@@ -188,4 +200,5 @@ pub fn write_out(entry: &mut Entry, rules: &Rules, stats: &mut Stats) {
             }
         }
     }
+    wrote
 }

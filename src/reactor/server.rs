@@ -402,7 +402,7 @@ impl Server {
         let lines_before = entry.conn.lines();
         let draining = self.drain_deadline.is_some();
         entry.conn.lend_output(&mut self.replies);
-        let more = transfer(
+        let moved = transfer(
             entry,
             &self.rules,
             &mut self.scratch,
@@ -411,14 +411,14 @@ impl Server {
         );
         entry.conn.return_output(&mut self.replies);
         self.stats.lines += entry.conn.lines() - lines_before;
-        if std::mem::take(&mut entry.active) {
+        // The state machine owns its deadlines: we only tell it what moved, and when.
+        if moved.read || moved.wrote {
             entry.conn.handle_activity(&self.rules, self.tick);
         }
-        let wrote = std::mem::take(&mut entry.wrote);
         entry
             .conn
-            .handle_output_progress(&self.rules, self.tick, wrote);
-        if more && !entry.owed {
+            .handle_output_progress(&self.rules, self.tick, moved.wrote);
+        if moved.more && !entry.owed {
             // Used its fair share with data still waiting: come back next turn.
             entry.owed = true;
             self.owed.push(key);
@@ -429,6 +429,13 @@ impl Server {
                 self.count_proxied_client(key);
             }
         }
+        self.settle(key);
+    }
+
+    /// After a visit, acts on what the state machine decided: our FIN once it is
+    /// lingering, the slot once it is closed, else the timer for its next deadline; and
+    /// re-counts the memory it holds.
+    fn settle(&mut self, key: usize) {
         let Some(entry) = self.conns.get_mut(key) else {
             return;
         };

@@ -117,8 +117,6 @@ impl Server {
             can_write: true,
             owed: true,
             fin_sent: meta.fin_sent,
-            active: false,
-            wrote: false,
             counted: meta.counted,
             paused: false,
             charged: 0,
