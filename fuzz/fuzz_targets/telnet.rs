@@ -6,7 +6,7 @@
 //! fuzzer-chosen offsets we check that the [`Decoder`]:
 //! - gives the model's events in the model's order: the data bytes, each `EraseLine` at its
 //!   place in the data, and each negotiation answer at its place in the reply stream
-//!   (`decode_events`), and the same data, erases and answer bytes through `decode`;
+//!   (`next_event`), and the same data, erases and answer bytes through `decode`;
 //! - gives the same result for the input in one piece and byte by byte (split independence);
 //! - never reports an empty `Data` event, and every `Data` slice borrows the chunk it came
 //!   from (the module promises not to copy);
@@ -187,13 +187,16 @@ fn chunks<'a>(stream: &'a [u8], offsets: &[u8]) -> Vec<&'a [u8]> {
     at.windows(2).map(|w| &stream[w[0]..w[1]]).collect()
 }
 
-/// Runs one [`Decoder`] over `pieces` in order with `decode_events`, checking the per-event
+/// Runs one [`Decoder`] over `pieces` in order with `next_event`, checking the per-event
 /// promises on the way, and returns the events in the model's form.
 fn run_decoder(pieces: &[&[u8]]) -> Vec<Ev> {
     let mut decoder = Decoder::new();
     let mut out = Vec::new();
     for piece in pieces {
-        decoder.decode_events(piece, |event| push(&mut out, owned(piece, event)));
+        let mut at = 0;
+        while let Some(event) = decoder.next_event(piece, &mut at) {
+            push(&mut out, owned(piece, event));
+        }
     }
     out
 }
@@ -253,7 +256,7 @@ fn check_decoder(stream: &[u8], offsets: &[u8], want: &[Ev]) {
         ("whole", &[stream][..]),
         ("bytes", &bytes),
     ] {
-        assert_eq!(run_decoder(pieces), want, "decode_events, {name}");
+        assert_eq!(run_decoder(pieces), want, "next_event, {name}");
         let (events, answers) = run_decode(pieces);
         assert_eq!(events, want_events, "decode events, {name}");
         assert_eq!(answers, want_answers, "decode answers, {name}");
