@@ -18,7 +18,9 @@
 //!   and returned as the reactor does (`lend_output`/`return_output`), with the shapes of the
 //!   comparison workloads: ping-pong (one line per read), 64 lines per read (the pipelined
 //!   workload), a full 64 KiB read, a line split across two reads, 4 KiB lines (all with
-//!   the default `--telnet auto`), and the 64-line read again with `--telnet on`.
+//!   the default `--telnet auto`), and the 64-line read again with `--telnet on`;
+//!   `telnet-off-*` repeat some with `--telnet off`, to show what `auto`'s look-out for
+//!   telnet commands costs.
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -148,7 +150,7 @@ fn connection(c: &mut Criterion) {
     let full = lines(32, READ_SIZE / 32);
     let long = lines(4096, READ_SIZE / 4096);
     let (head, tail) = one.split_at(16);
-    let cases: [(&str, &Rules, Vec<&[u8]>, u64); 8] = [
+    let cases: [(&str, &Rules, Vec<&[u8]>, u64); 9] = [
         ("pingpong/32B", &plain, vec![&one[..]], 1),
         ("telnet-off-pingpong/32B", &off, vec![&one[..]], 1),
         ("batch64/32B", &plain, vec![&batch[..]], 64),
@@ -163,6 +165,12 @@ fn connection(c: &mut Criterion) {
         (
             "read64KiB/4KiB",
             &plain,
+            vec![&long[..]],
+            (READ_SIZE / 4096) as u64,
+        ),
+        (
+            "telnet-off-read64KiB/4KiB",
+            &off,
             vec![&long[..]],
             (READ_SIZE / 4096) as u64,
         ),

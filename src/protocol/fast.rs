@@ -240,69 +240,54 @@ pub fn push_replies(
         line::push_reply(out, prefix.bytes, buf, false);
         return (first, 1);
     }
-    let (mut used, mut answered) = (0, 0);
     // The fast loop is for short lines with a short prefix, all within `max_line`; a read
     // that starts with a long line goes the plain way (memchr jumps over long lines, the
-    // loop would not).
+    // loop would not), on from the first line end `ends` has found.
     let short_lines_allowed = limits.max_line >= LINE_COPY - 1;
-    let fast = prefix
+    let Some(padded) = prefix
         .padded
-        .filter(|_| first <= LINE_COPY && short_lines_allowed);
-    // Whether lines are left for the plain way: the fast loop stopped at a long line, or
-    // came within one reply of `max_out`.
-    let mut plain = fast.is_none();
-    if let Some(padded) = fast {
-        let plen = prefix.bytes.len();
-        let mut at = out.len();
-        // The room is zero-filled before the loop writes into it, the only per-byte cost
-        // the loop adds, so it is kept near what is written: the replies to lines at
-        // least 4 times as long as the prefix, in steps of at most 4 KiB (so a long line
-        // that stops the loop wastes little), plus what the fixed-size copies of one
-        // reply may write beyond its end. The loop writes a reply while it starts at or
-        // before `end`, so a reply (at most that much) never passes `max_out`: the loop
-        // checks no limit per line, and the last replies before it go the plain way.
-        loop {
-            let Some(end) = limits
-                .max_out
-                .checked_sub(REPLY_COPY)
-                .filter(|&end| end >= at)
-            else {
-                plain = true;
-                break;
-            };
-            let rest = buf.len() - used;
-            let end = end.min(at + (rest + rest / 4).clamp(1, ROOM_STEP));
-            out.resize(end + REPLY_COPY, 0);
-            let done = put_short_replies(out, at, padded, plen, &buf[used..]);
-            used += done.used;
-            at = done.at;
-            answered += done.answered;
-            plain = done.stop == Stop::LongLine;
-            if done.stop != Stop::OutOfRoom {
-                break;
-            }
+        .filter(|_| first <= LINE_COPY && short_lines_allowed)
+    else {
+        let ends = std::iter::once(first - 1).chain(ends);
+        return push_plain_replies(out, prefix.bytes, buf, ends, limits);
+    };
+    let (mut used, mut answered) = (0, 0);
+    let mut at = out.len();
+    // The room is zero-filled before the loop writes into it, the only per-byte cost the
+    // loop adds, so it is kept near what is written: the replies to lines at least 4 times
+    // as long as the prefix, in steps of at most 4 KiB (so a long line that stops the loop
+    // wastes little), plus what the fixed-size copies of one reply may write beyond its
+    // end. The loop writes a reply while it starts at or before `end`, so a reply (at most
+    // that much) never passes `max_out`: the loop checks no limit per line, and the last
+    // replies before it go the plain way. It ends saying whether lines are left for the
+    // plain way: it stopped at a long line, or came within one reply of `max_out`.
+    let plain = loop {
+        let Some(end) = limits
+            .max_out
+            .checked_sub(REPLY_COPY)
+            .filter(|&end| end >= at)
+        else {
+            break true;
+        };
+        let rest = buf.len() - used;
+        let end = end.min(at + (rest + rest / 4).clamp(1, ROOM_STEP));
+        out.resize(end + REPLY_COPY, 0);
+        let done = put_short_replies(out, at, padded, prefix.bytes.len(), &buf[used..]);
+        used += done.used;
+        at = done.at;
+        answered += done.answered;
+        if done.stop != Stop::OutOfRoom {
+            break done.stop == Stop::LongLine;
         }
-        out.truncate(at);
-    }
+    };
+    out.truncate(at);
     if !plain {
         return (used, answered); // What is left is a partial line.
     }
-    // The lines the loop above left: from the first longer than 64 bytes on, or all of
-    // them with a prefix longer than 16 bytes or a `max_line` under 63. (When the loop did
-    // not run, `ends` has found the first line's end already: go on from there rather than
-    // scan a long line twice.)
-    let (more, lines) = if used == 0 {
-        push_plain_replies(
-            out,
-            prefix.bytes,
-            buf,
-            std::iter::once(first - 1).chain(ends),
-            limits,
-        )
-    } else {
-        let rest = &buf[used..];
-        push_plain_replies(out, prefix.bytes, rest, newlines(rest), limits)
-    };
+    // The lines the loop left: from the first longer than 64 bytes on, or those close to
+    // `max_out`.
+    let rest = &buf[used..];
+    let (more, lines) = push_plain_replies(out, prefix.bytes, rest, newlines(rest), limits);
     (used + more, answered + lines)
 }
 
