@@ -14,8 +14,8 @@
 //! that an idle connection costs only the size of this struct:
 //! - `input`: bytes received but not yet answered. Normally just a partial line, at most
 //!   [`Rules::max_line`] bytes. When replies cannot be queued (the client is not reading)
-//!   it also holds the complete lines still waiting for room: the *backlog*. We stop reading
-//!   while there is a backlog, so it is at most one read's worth. (A telnet-aware
+//!   it also holds the complete lines still waiting for room: the *waiting lines*. We stop reading
+//!   while lines wait, so they are at most one read's worth. (A telnet-aware
 //!   connection keeps the rest of that read undecoded in its telnet filter instead, so
 //!   that a negotiation answer cannot overtake the replies to the lines before it.)
 //! - `output`: reply bytes the socket has not taken yet. A reply is queued only while
@@ -257,8 +257,8 @@ pub struct Connection {
     lent: bool,
     /// `input` holds complete lines that are waiting for room in `output`. While it does
     /// we stop reading, which is what bounds `input`.
-    backlog: bool,
-    /// Received bytes not yet answered: a partial line, plus the backlog if any.
+    waiting: bool,
+    /// Received bytes not yet answered: a partial line, plus the waiting lines if any.
     input: Vec<u8>,
     /// Reply bytes not yet taken by the socket start at `output[sent..]`.
     output: Vec<u8>,
@@ -293,7 +293,7 @@ impl Connection {
             reason: None,
             peer_eof: false,
             lent: false,
-            backlog: false,
+            waiting: false,
             input: Vec::new(),
             output,
             sent: 0,
@@ -349,7 +349,7 @@ impl Connection {
     /// since an edge-triggered poll will not report data that was already there.
     pub fn wants_read(&self, p: &Rules) -> bool {
         match self.state {
-            State::Open => !self.backlog && self.pending() < p.max_pending,
+            State::Open => !self.waiting && self.pending() < p.max_pending,
             State::ProxyHeader | State::Lingering => true,
             _ => false,
         }
@@ -371,7 +371,7 @@ impl Connection {
     }
 
     /// Records that the socket took `n` bytes of [`Connection::poll_output`]. Freed room
-    /// lets backlogged lines be answered, so more output may appear.
+    /// lets waiting lines be answered, so more output may appear.
     pub fn advance_output(&mut self, p: &Rules, n: usize) {
         debug_assert!(n <= self.pending());
         self.sent += n;
@@ -393,9 +393,9 @@ impl Connection {
             self.output.drain(..self.sent);
             self.sent = 0;
         }
-        // Only a connection that is still answering may answer its backlog: after an
+        // Only a connection that is still answering may answer its waiting lines: after an
         // error (Closed) or an error message (Flushing) the rest of the input is dropped.
-        if self.is_answering() && (self.backlog || self.state == State::Finishing) {
+        if self.is_answering() && (self.waiting || self.state == State::Finishing) {
             self.answer_buffered(p);
         }
         self.check_flushed();
@@ -447,7 +447,7 @@ impl Connection {
         while self.is_answering() {
             // While lines wait for room, the filter gives out data only, and keeps the
             // rest until they are answered (see `answer_buffered`).
-            let Some(event) = self.telnet.next_event(data, &mut at, self.backlog) else {
+            let Some(event) = self.telnet.next_event(data, &mut at, self.waiting) else {
                 break;
             };
             match event {
@@ -665,17 +665,17 @@ impl Connection {
         if !self.is_answering() || data.is_empty() {
             return;
         }
-        if self.backlog {
+        if self.waiting {
             // No room for replies: keep the bytes in order behind the waiting lines.
             self.push_input(p, data);
             return;
         }
         if p.mode == Mode::Raw {
-            // Without a backlog, raw mode has nothing buffered: echo what fits straight
+            // With nothing waiting, raw mode has nothing buffered: echo what fits straight
             // from `data` and keep only the rest.
             let used = self.answer_raw(p, data);
             self.push_input(p, &data[used..]);
-            self.backlog = !self.input.is_empty();
+            self.waiting = !self.input.is_empty();
             return;
         }
         if !self.input.is_empty() {
@@ -733,7 +733,7 @@ impl Connection {
             Mode::Line => self.answer_lines(p, &input),
             Mode::Raw => {
                 let used = self.answer_raw(p, &input);
-                self.backlog = used < input.len();
+                self.waiting = used < input.len();
                 used
             }
         };
@@ -747,7 +747,7 @@ impl Connection {
                 self.input = rest.to_vec();
             }
         }
-        if self.is_answering() && !self.backlog {
+        if self.is_answering() && !self.waiting {
             // The lines that waited are answered: the input the telnet filter kept while
             // they did goes on (and may fill the room again).
             let paused = self.telnet.take_paused();
@@ -755,13 +755,13 @@ impl Connection {
                 self.take_input(p, &paused);
             }
         }
-        if self.state == State::Finishing && !self.backlog {
+        if self.state == State::Finishing && !self.waiting {
             self.answer_final_fragment(p);
         }
     }
 
     /// Answers complete lines from `buf` while there is room; returns the bytes used, and
-    /// sets `backlog` when a complete line is left waiting for room. A partial line at
+    /// sets `waiting` when a complete line is left waiting for room. A partial line at
     /// the end is left for the caller (unless it is already too long).
     ///
     /// Each line takes the plain steps: find its end ([`line::line_len`]), check its
@@ -799,7 +799,7 @@ impl Connection {
             }
             let reply = line::escaped_reply_len(&p.prefix, &rest[..len], telnet);
             if !self.has_room(p, reply) {
-                self.backlog = true;
+                self.waiting = true;
                 return used;
             }
             line::push_reply(&mut self.output, &p.prefix, &rest[..len], telnet);
@@ -811,7 +811,7 @@ impl Connection {
             self.fail_line_too_long();
             return buf.len();
         }
-        self.backlog = false;
+        self.waiting = false;
         used
     }
 
@@ -852,7 +852,7 @@ impl Connection {
             let telnet = self.telnet.is_decoding();
             let reply = line::escaped_reply_len(&p.prefix, &self.input, telnet);
             if !self.has_room(p, reply) {
-                self.backlog = true;
+                self.waiting = true;
                 return;
             }
             let fragment = std::mem::take(&mut self.input);
@@ -885,7 +885,7 @@ impl Connection {
     /// Drops unanswered input (we are closing for a reason of our own).
     fn discard_input(&mut self) {
         self.input = Vec::new();
-        self.backlog = false;
+        self.waiting = false;
     }
 
     /// In `Flushing` with nothing left to send: close, or linger for the client's FIN.

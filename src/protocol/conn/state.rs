@@ -33,7 +33,7 @@ impl Connection {
             peer_eof,
             // Only ever set during one visit of the reactor, and we save between visits.
             lent: _,
-            backlog,
+            waiting,
             input,
             output,
             sent,
@@ -46,7 +46,7 @@ impl Connection {
         w.u8(state_code(*state));
         w.u8(reason.map_or(0, reason_code));
         w.bool(*peer_eof);
-        w.bool(*backlog);
+        w.bool(*waiting);
         w.bytes(input);
         w.bytes(&output[*sent..]);
         w.u64(*lines);
@@ -77,7 +77,7 @@ impl Connection {
             ),
         };
         let peer_eof = r.bool()?;
-        let backlog = r.bool()?;
+        let waiting = r.bool()?;
         let input = r.bytes(MAX_SAVED_BUFFER)?.to_vec();
         let output = r.bytes(MAX_SAVED_BUFFER)?.to_vec();
         let lines = r.u64()?;
@@ -96,7 +96,7 @@ impl Connection {
             reason,
             peer_eof,
             lent: false,
-            backlog,
+            waiting,
             input,
             output,
             sent: 0,
