@@ -635,3 +635,27 @@ fn the_link_checker_knows_items_fields_and_variants() {
     assert_eq!(found[0].text, "`Server::run`");
     assert_eq!(found[1].target, "#y");
 }
+
+/// README's options block is exactly what `echod --help` prints, so the two cannot drift.
+#[test]
+fn readme_options_are_the_help_text() {
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_echod"))
+        .arg("--help")
+        .output()
+        .expect("run echod --help");
+    let help = String::from_utf8(help.stdout).expect("utf-8 help");
+    let options = help
+        .split_once("Options:\n")
+        .expect("--help has an Options section")
+        .1;
+    let readme = read("README.md");
+    let block = readme
+        .split_once("## Options\n\n```text\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .expect("README has an Options block")
+        .0;
+    assert_eq!(
+        block, options,
+        "README's options differ from `echod --help`"
+    );
+}
