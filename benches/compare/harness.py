@@ -681,8 +681,8 @@ def main():
         if HELD_CONNS and (not only or "held" in only):
             log(f"held connections ({time.time() - started:.0f}s)")
             # A warm-up run, not recorded: the first run that opens ~40,000 sockets came
-            # out 10-40 % low whichever server went first (session 3; probably the kernel
-            # growing its socket caches).
+            # out 10-40 % low whichever server went first (probably the kernel growing its
+            # socket caches).
             wait_for_tcp_teardown()
             try:
                 held_run(SERVERS[0], "held-warmup", HELD_CONNS)
