@@ -66,3 +66,6 @@ pub mod io_errors;
 pub mod logging;
 pub mod protocol;
 pub mod reactor;
+mod walkthrough;
+
+pub(crate) use walkthrough::waypoint;

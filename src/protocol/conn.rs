@@ -51,6 +51,7 @@ use crate::protocol::line;
 use crate::protocol::proxy;
 use crate::protocol::telnet;
 use crate::protocol::tick::Tick;
+use crate::waypoint;
 
 /// The message sent before closing a client whose line exceeds `--max-line`.
 pub const ERR_LINE_TOO_LONG: &[u8] = b"ERR line too long\n";
@@ -282,6 +283,7 @@ pub struct Connection {
 impl Connection {
     /// A new connection with its banner queued.
     pub fn new(p: &Rules) -> Connection {
+        waypoint("new");
         let (state, output) = if p.proxy_protocol {
             // The banner waits until the proxy has told us who the client is.
             (State::ProxyHeader, Vec::new())
@@ -367,12 +369,14 @@ impl Connection {
 
     /// The bytes to send next (empty when there is nothing to send).
     pub fn poll_output(&self) -> &[u8] {
+        waypoint("poll_output");
         &self.output[self.sent..]
     }
 
     /// Records that the socket took `n` bytes of [`Connection::poll_output`]. Freed room
     /// lets waiting lines be answered, so more output may appear.
     pub fn advance_output(&mut self, p: &Rules, n: usize) {
+        waypoint("advance_output");
         debug_assert!(n <= self.pending());
         self.sent += n;
         if self.sent == self.output.len() {
@@ -406,6 +410,7 @@ impl Connection {
     /// replies must queue behind that output, and `shared` stays where it is). Every
     /// `lend_output` must be followed by a [`Connection::return_output`].
     pub fn lend_output(&mut self, shared: &mut Vec<u8>) {
+        waypoint("lend_output");
         debug_assert!(shared.is_empty() && !self.lent);
         if self.output.capacity() == 0 {
             std::mem::swap(&mut self.output, shared);
@@ -417,6 +422,7 @@ impl Connection {
     /// into `shared`, empty, after moving whatever the socket did not take into a buffer
     /// that the connection owns.
     pub fn return_output(&mut self, shared: &mut Vec<u8>) {
+        waypoint("return_output");
         if !self.lent {
             return;
         }
@@ -429,6 +435,7 @@ impl Connection {
 
     /// Feeds bytes the socket delivered.
     pub fn handle_input(&mut self, p: &Rules, data: &[u8]) {
+        waypoint("handle_input");
         match self.state {
             State::Open => {}
             State::ProxyHeader => return self.handle_proxy_header(p, data),
@@ -443,6 +450,7 @@ impl Connection {
     /// erasures and negotiation answers, in stream order; [`Connection::feed`] frames the
     /// data and queues the replies. Once a line is too long, the rest is dropped.
     fn take_input(&mut self, p: &Rules, data: &[u8]) {
+        waypoint("take_input");
         let mut at = 0;
         while self.is_answering() {
             // While lines wait for room, the filter gives out data only, and keeps the
@@ -463,6 +471,7 @@ impl Connection {
 
     /// The client's FIN arrived (a read returned 0).
     pub fn handle_read_closed(&mut self, p: &Rules) {
+        waypoint("handle_read_closed");
         self.peer_eof = true;
         match self.state {
             State::Open => self.finish_input(p, CloseReason::ClientClosed),
@@ -476,6 +485,7 @@ impl Connection {
     /// The server is shutting down. The reactor has read everything the client already
     /// sent; we answer it all (and the final fragment) and then close.
     pub fn handle_shutdown(&mut self, p: &Rules) {
+        waypoint("handle_shutdown");
         match self.state {
             State::Open => self.finish_input(p, CloseReason::Shutdown),
             // No line can have been sent yet: nothing to answer.
@@ -501,6 +511,7 @@ impl Connection {
     /// the first call and is never pushed back; a lingering connection keeps its short
     /// linger whatever the client sends.
     pub fn handle_activity(&mut self, p: &Rules, now: Tick) {
+        waypoint("handle_activity");
         match self.state {
             State::ProxyHeader if self.deadline == Tick::NEVER => {
                 self.deadline = now.after(p.proxy_header_timeout);
@@ -542,6 +553,7 @@ impl Connection {
     /// The reactor sent our FIN at `now` (we are [`State::Lingering`]): the client has
     /// [`Rules::linger`] to send its own.
     pub fn handle_fin_sent(&mut self, p: &Rules, now: Tick) {
+        waypoint("handle_fin_sent");
         self.deadline = self.deadline.min(now.after(p.linger));
     }
 
@@ -656,12 +668,14 @@ impl Connection {
 
     /// Can a reply of `len` bytes be queued now?
     fn has_room(&self, p: &Rules, len: usize) -> bool {
+        waypoint("has_room");
         let pending = self.pending();
         pending == 0 || pending + len <= p.max_pending
     }
 
     /// Takes new plain input (after telnet filtering) and answers every line it completes.
     fn feed(&mut self, p: &Rules, mut data: &[u8]) {
+        waypoint("feed");
         if !self.is_answering() || data.is_empty() {
             return;
         }
@@ -714,6 +728,7 @@ impl Connection {
     /// for the end of a short line too: completing the line in `input` then costs no
     /// second allocation (and the usual line is short).
     fn keep_partial_line(&mut self, p: &Rules, partial: &[u8]) {
+        waypoint("keep_partial_line");
         if partial.is_empty() {
             return;
         }
@@ -728,6 +743,7 @@ impl Connection {
 
     /// Answers what `input` holds, as far as output room allows.
     fn answer_buffered(&mut self, p: &Rules) {
+        waypoint("answer_buffered");
         let input = std::mem::take(&mut self.input);
         let used = match p.mode {
             Mode::Line => self.answer_lines(p, &input),
@@ -771,6 +787,7 @@ impl Connection {
     /// (within both limits, no telnet escaping): on the usual read, all of them. It stops
     /// at a line that does, and the plain steps decide that one.
     fn answer_lines(&mut self, p: &Rules, buf: &[u8]) -> usize {
+        waypoint("answer_lines");
         let telnet = self.telnet.is_decoding();
         let prefix = fast::Prefix::new(&p.prefix);
         let mut used = 0;
@@ -832,6 +849,7 @@ impl Connection {
 
     /// Input has ended: answer what is buffered, then flush.
     fn finish_input(&mut self, p: &Rules, reason: CloseReason) {
+        waypoint("finish_input");
         self.reason = Some(reason);
         self.set_state(State::Finishing);
         self.answer_buffered(p);
@@ -841,6 +859,7 @@ impl Connection {
     /// In `Finishing` with no complete line left: answer the unterminated fragment, if
     /// any, with no newline added ("nothing received is left unanswered").
     fn answer_final_fragment(&mut self, p: &Rules) {
+        waypoint("answer_final_fragment");
         if let Some(iac) = self.telnet.end_of_input() {
             // An IAC that ended the input starts no command: it is data.
             self.feed(p, iac);
@@ -890,6 +909,7 @@ impl Connection {
 
     /// In `Flushing` with nothing left to send: close, or linger for the client's FIN.
     fn check_flushed(&mut self) {
+        waypoint("check_flushed");
         if self.state == State::Flushing && self.pending() == 0 {
             let next = if self.peer_eof {
                 State::Closed

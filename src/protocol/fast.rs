@@ -28,6 +28,7 @@
 use wide::u8x16;
 
 use crate::protocol::line::{self, NEWLINE};
+use crate::waypoint;
 
 /// The positions of every `\n` in `buf`, in order: one pass over a whole read instead
 /// of one search call per line.
@@ -225,6 +226,7 @@ pub fn push_replies(
     buf: &[u8],
     limits: Limits,
 ) -> (usize, u64) {
+    waypoint("push_replies");
     // (The block scan, not `line_len`: on the short reads of a person typing, memchr's
     // set-up costs more than the scan.)
     let mut ends = newlines(buf);

@@ -22,6 +22,7 @@
 //! tests prove it builds the same bytes).
 
 use crate::protocol::telnet;
+use crate::waypoint;
 
 /// The byte that ends a line. A `\r` before it is part of the line and is echoed back.
 pub const NEWLINE: u8 = b'\n';
@@ -38,6 +39,7 @@ pub const NEWLINE: u8 = b'\n';
 /// assert_eq!(line_len(b"no newline yet"), None);
 /// ```
 pub fn line_len(buf: &[u8]) -> Option<usize> {
+    waypoint("line_len");
     memchr::memchr(NEWLINE, buf).map(|i| i + 1)
 }
 
@@ -55,6 +57,7 @@ pub fn reply_len(prefix: &[u8], line_len: usize) -> usize {
 /// How many bytes [`push_reply`] appends for `line`: with telnet escaping, every 0xFF of
 /// the prefix and the line takes two. (Room checks must count what is really queued.)
 pub fn escaped_reply_len(prefix: &[u8], line: &[u8], telnet: bool) -> usize {
+    waypoint("escaped_reply_len");
     let doubled = |bytes: &[u8]| bytes.iter().filter(|&&b| b == telnet::IAC).count();
     let extra = if telnet {
         doubled(prefix) + doubled(line)
@@ -78,6 +81,7 @@ pub fn escaped_reply_len(prefix: &[u8], line: &[u8], telnet: bool) -> usize {
 /// assert_eq!(out, b"OK...hi\nOK...\xff\xff\n");
 /// ```
 pub fn push_reply(out: &mut Vec<u8>, prefix: &[u8], line: &[u8], telnet: bool) {
+    waypoint("push_reply");
     if telnet {
         telnet::escape_iac(prefix, out);
         telnet::escape_iac(line, out);

@@ -18,6 +18,7 @@ use crate::protocol::conn::{Connection, ERR_SERVER_BUSY, ERR_TOO_MANY_FROM_ADDRE
 use crate::reactor::io::Entry;
 use crate::reactor::server::Server;
 use crate::reactor::timers::Tick;
+use crate::waypoint;
 
 /// While out of file descriptors (or kernel memory) we retry `accept` this often (and
 /// whenever one of our own connections closes). See [`Server::accept_all`].
@@ -48,6 +49,7 @@ impl Server {
     /// connections closes, and every [`ACCEPT_RETRY`] in case descriptors were freed
     /// elsewhere. The warning is logged once per episode, not once per attempt.
     pub(super) fn accept_all(&mut self, index: usize) {
+        waypoint("accept_all");
         for _ in 0..ACCEPTS_PER_TURN {
             let Some(listener) = self.listeners.get(index) else {
                 return;
@@ -108,6 +110,7 @@ impl Server {
     /// Stops accepting: deregisters and closes every listener. Connections still in the
     /// kernel's queue are reset, so the drain calls this only once the queue is empty.
     pub(super) fn close_listeners(&mut self) {
+        waypoint("close_listeners");
         for mut listener in std::mem::take(&mut self.listeners) {
             let _ = self.poll.registry().deregister(&mut listener);
         }
@@ -128,6 +131,7 @@ impl Server {
     /// Takes a freshly accepted socket: refuse it if we are full, else register it and
     /// send the banner at once (a new socket is writable; no need to wait for the event).
     fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr) {
+        waypoint("admit");
         if self.conns.len() >= self.max_connections {
             self.stats.refused_busy += 1;
             info!(
@@ -252,6 +256,7 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 /// Per-socket options for a new client. Each failure is logged and otherwise ignored:
 /// the connection works without them.
 fn set_socket_options(stream: &TcpStream, peer: SocketAddr) {
+    waypoint("set_socket_options");
     let socket = socket2::SockRef::from(stream);
     // Lines are answered one write at a time; Nagle would hold small replies back.
     if let Err(e) = socket.set_nodelay(true) {

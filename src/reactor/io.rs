@@ -15,6 +15,7 @@ use crate::io_errors::{interrupted, would_block};
 use crate::protocol::conn::{Connection, Rules};
 use crate::reactor::stats::Stats;
 use crate::reactor::timers::Tick;
+use crate::waypoint;
 
 /// Fairness: at most this many reads per connection per visit, so that one client
 /// sending at full speed cannot starve the others. A connection that used its budget
@@ -91,6 +92,7 @@ pub fn transfer(
     stats: &mut Stats,
     draining: bool,
 ) -> Moved {
+    waypoint("transfer");
     let mut moved = Moved::default();
     let mut reads = 0;
     loop {
@@ -130,6 +132,7 @@ fn wants_read(entry: &Entry, rules: &Rules) -> bool {
 /// at the urgent mark; epoll reports it as PRIORITY, see [`Entry::urgent`]). Elsewhere
 /// we read until `WouldBlock`, the textbook rule. True when bytes came in.
 pub fn read_once(entry: &mut Entry, rules: &Rules, scratch: &mut [u8], stats: &mut Stats) -> bool {
+    waypoint("read_once");
     match entry.stream.read(scratch) {
         Ok(0) => {
             trace!("{}: read: end of stream", entry.peer);
@@ -168,6 +171,7 @@ pub fn read_once(entry: &mut Entry, rules: &Rules, scratch: &mut [u8], stats: &m
 /// Writes pending output until it is all sent or the socket is full. True when the
 /// socket took any of it.
 pub fn write_out(entry: &mut Entry, rules: &Rules, stats: &mut Stats) -> bool {
+    waypoint("write_out");
     let mut wrote = false;
     while entry.can_write {
         let out = entry.conn.poll_output();

@@ -50,6 +50,7 @@ use crate::reactor::stats::Stats;
 use crate::reactor::timers::{Clock, Tick, Timers};
 #[cfg(target_os = "linux")]
 use crate::reactor::upgrade::Upgrade;
+use crate::waypoint;
 
 /// The signal source's token (signal-hook-mio's self-pipe, a Unix socket pair).
 /// Connection tokens are slab keys, counted up from 0, so the top of the token space is
@@ -272,6 +273,7 @@ impl Server {
         events: &mut Events,
         longest: Option<Duration>,
     ) -> io::Result<bool> {
+        waypoint("run_once");
         // 1. Sleep until an event or the alarm (not at all if we owe a visit).
         let (owed, listeners_owed) = self.sleep(events, longest)?;
         // 2. Do the work each event allows.
@@ -320,6 +322,7 @@ impl Server {
         events: &mut Events,
         longest: Option<Duration>,
     ) -> io::Result<(Vec<usize>, Vec<usize>)> {
+        waypoint("sleep");
         let next_deadline = self.next_deadline();
         self.alarm.set(next_deadline, self.now)?;
         let owed = std::mem::take(&mut self.owed);
@@ -367,6 +370,7 @@ impl Server {
 
     /// A connection's socket changed readiness: note what it may do now, and visit it.
     fn handle_event(&mut self, key: usize, event: &mio::event::Event) {
+        waypoint("handle_event");
         // A retired or vacant key: the connection closed earlier in this batch.
         let Some(entry) = self.conns.get_mut(key) else {
             return;
@@ -396,6 +400,7 @@ impl Server {
     /// what the state machine decided: log a proxied client, send our FIN, retire the
     /// connection, or arm its timer.
     pub(super) fn visit(&mut self, key: usize) {
+        waypoint("visit");
         let Some(entry) = self.conns.get_mut(key) else {
             return;
         };
@@ -436,6 +441,7 @@ impl Server {
     /// lingering, the slot once it is closed, else the timer for its next deadline; and
     /// re-counts the memory it holds.
     fn settle(&mut self, key: usize) {
+        waypoint("settle");
         let Some(entry) = self.conns.get_mut(key) else {
             return;
         };
@@ -538,6 +544,7 @@ impl Server {
 
     /// Handles every pending signal.
     fn handle_signals(&mut self) {
+        waypoint("handle_signals");
         let signals: Vec<i32> = self.signals.pending().collect();
         for signal in signals {
             match signal {
@@ -561,6 +568,7 @@ impl Server {
     /// each connection cleanly, and let `run` return once all are gone (or the drain
     /// timeout passes).
     fn start_drain(&mut self, signal: i32) {
+        waypoint("start_drain");
         let name = if signal == SIGINT {
             "SIGINT"
         } else {
@@ -609,6 +617,7 @@ impl Server {
     /// Draining: closes the listeners once their queues are known to be empty (no accept
     /// waits for descriptors, none owes a visit). True when they are closed.
     fn close_listeners_if_drained(&mut self) -> bool {
+        waypoint("close_listeners_if_drained");
         if self.accept_retry.is_none() && self.listeners_owed.is_empty() {
             self.close_listeners();
         }
@@ -649,6 +658,7 @@ impl Server {
     /// Closes every connection retired during this batch: the one place where sockets
     /// are deregistered and dropped and slab keys are freed.
     fn reap(&mut self) {
+        waypoint("reap");
         let mut closed = 0;
         let mut uncount = Vec::new();
         let (poll, stats, memory) = (&self.poll, &mut self.stats, &mut self.memory);
@@ -751,6 +761,7 @@ fn log_proxied_client(entry: &mut Entry, source: Source) {
 
 /// Makes sure the connection's deadline has a live timer at or before it.
 pub(super) fn arm_timer(timers: &mut Timers, key: usize, entry: &mut Entry) {
+    waypoint("arm_timer");
     // No deadline never arms; "no timer armed" (armed == NEVER) arms any real deadline.
     let deadline = entry.conn.poll_timeout().unwrap_or(Tick::NEVER);
     if deadline < entry.armed {
@@ -758,6 +769,9 @@ pub(super) fn arm_timer(timers: &mut Timers, key: usize, entry: &mut Entry) {
         entry.armed = deadline;
     }
 }
+
+#[cfg(test)]
+mod walkthroughs;
 
 #[cfg(test)]
 mod tests {
@@ -804,6 +818,7 @@ mod tests {
     /// memory it was built in, and the connection with nothing left to send.
     #[test]
     fn replies_are_built_in_the_servers_lent_buffer() {
+        let _signals = super::walkthroughs::sharing_signals();
         let config = Config {
             listen: vec!["127.0.0.1:0".parse().unwrap()],
             ..Config::default()
@@ -850,6 +865,7 @@ mod tests {
     /// keeps the heap within a constant factor of the live connections.
     #[test]
     fn churn_does_not_grow_the_timer_heap() {
+        let _signals = super::walkthroughs::sharing_signals();
         let mut server = test_server(|_| {});
         let addr = server.local_addrs()[0];
         for _ in 0..30 {
@@ -872,6 +888,7 @@ mod tests {
     /// accepted next turn without a new event (the loop owes the listener a visit).
     #[test]
     fn accepts_are_capped_per_turn_and_the_rest_come_next_turn() {
+        let _signals = super::walkthroughs::sharing_signals();
         use crate::reactor::accept::ACCEPTS_PER_TURN;
         let mut server = test_server(|c| c.backlog = 4096);
         let addr = server.local_addrs()[0];
@@ -896,6 +913,7 @@ mod tests {
     /// byte stream (OOBINLINE), and answer lines at once (no Nagle).
     #[test]
     fn accepted_sockets_get_keepalive_oobinline_and_nodelay() {
+        let _signals = super::walkthroughs::sharing_signals();
         let mut server = test_server(|_| {});
         let _client = std::net::TcpStream::connect(server.local_addrs()[0]).unwrap();
         turn_until(&mut server, |s| s.conns.len() == 1);

@@ -10,6 +10,7 @@
 //! (The other cure is a generation counter in the token; deferring is simpler and also
 //! gives the loop one single place where connections are really closed.)
 
+use crate::waypoint;
 use slab::Slab;
 
 /// A value and whether it has been retired.
@@ -52,6 +53,7 @@ impl<T> Slots<T> {
 
     /// Stores `value` and returns its key.
     pub fn insert(&mut self, value: T) -> usize {
+        waypoint("insert");
         self.slab.insert(Slot {
             value,
             retired: false,
@@ -68,6 +70,7 @@ impl<T> Slots<T> {
 
     /// Marks `key` closed: invisible from now on, freed at the next [`Slots::reap`].
     pub fn retire(&mut self, key: usize) {
+        waypoint("retire");
         if let Some(slot) = self.slab.get_mut(key) {
             if !slot.retired {
                 slot.retired = true;
@@ -79,6 +82,7 @@ impl<T> Slots<T> {
     /// Frees every retired slot, giving each value to `close` (the one place where the
     /// loop really closes connections).
     pub fn reap(&mut self, mut close: impl FnMut(usize, T)) {
+        waypoint("reap");
         for key in self.retired.drain(..) {
             close(key, self.slab.remove(key).value);
         }
