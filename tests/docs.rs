@@ -297,8 +297,8 @@ fn code_links_land_on_the_item_they_name() {
                 if let (true, Some(n)) = (fix, now_at) {
                     moves.push((
                         link.line,
-                        link.target.clone(),
-                        format!("../src/{file}#L{n}"),
+                        format!("[{}]({})", link.text, link.target),
+                        format!("[{}](../src/{file}#L{n})", link.text),
                     ));
                     continue;
                 }
@@ -313,7 +313,8 @@ fn code_links_land_on_the_item_they_name() {
             let mut lines: Vec<String> = read(doc).split('\n').map(String::from).collect();
             for (line, old, new) in moves {
                 let text = &mut lines[line - 1];
-                *text = text.replace(&format!("]({old})"), &format!("]({new})"));
+                // The link's text and target: two links on one line are fixed apart.
+                *text = text.replacen(&old, &new, 1);
             }
             std::fs::write(path, lines.join("\n")).expect("rewrite the doc");
         }
