@@ -5,10 +5,11 @@
 //!
 //! What it leaves out, and where echod does it: limits on both buffers (`--max-line`,
 //! `--max-pending`: src/protocol/conn.rs, and reading again once writes made room:
-//! src/reactor/server.rs); a budget per turn so that one client cannot starve the others,
-//! retrying `accept` after EMFILE, idle timeouts, `--max-connections`, signals and a clean
-//! drain (src/reactor/server.rs); the protocol kept apart from the sockets and tested byte
-//! by byte (src/protocol/conn.rs).
+//! src/reactor/io.rs); a budget per visit so that one client cannot starve the others
+//! (src/reactor/io.rs, and the owed list in src/reactor/server.rs); retrying `accept` after
+//! EMFILE and `--max-connections` (src/reactor/accept.rs); idle timeouts, signals and a
+//! clean drain (src/reactor/server.rs); the protocol kept apart from the sockets and tested
+//! byte by byte (src/protocol/conn.rs).
 
 use std::env;
 use std::error::Error;
@@ -75,8 +76,8 @@ fn main() -> Result<(), Box<dyn Error>> {
                         true
                     });
                     if done {
-                        // close(). mio wants a deregister before the drop closes the fd;
-                        // if it fails, closing the fd removes it from the poll anyway.
+                        // close(): deregister (mio then forgets the socket), then drop, which
+                        // closes the fd; if the deregister fails, the close removes it anyway.
                         let mut client = clients.remove(key);
                         let _ = poll.registry().deregister(&mut client.stream);
                     }

@@ -1,4 +1,4 @@
-//! The command line: `echoc [HOST] [PORT] [--send TEXT]` or `echoc load ADDR`.
+//! The command line: `echoc [HOST] [PORT] [--send TEXT]` or `echoc load HOST:PORT`.
 //!
 //! Parsing is kept apart from running so that it can be tested, and so that
 //! every mistake becomes one line on stderr and exit code 2 before anything

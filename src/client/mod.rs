@@ -10,7 +10,7 @@
 //!   half-close, print everything until the server closes ([`session`]);
 //! - **interactive** (`echoc [HOST] [PORT]`): the same, with stdin as a
 //!   second source in the loop ([`stdin`] explains how, without threads);
-//! - **load** (`echoc load ADDR`): thousands of connections from one thread,
+//! - **load** (`echoc load HOST:PORT`): thousands of connections from one thread,
 //!   every reply verified and timed ([`load`]).
 //!
 //! Exit codes: 0 success, 1 runtime failure (and any load error), 2 a bad

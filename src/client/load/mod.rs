@@ -1,4 +1,4 @@
-//! `echoc load ADDR`: many verified connections from one thread.
+//! `echoc load HOST:PORT`: many verified connections from one thread.
 //!
 //! The generator is the server's loop turned around. Where the server keeps a
 //! slab of accepted connections, we keep a slab of connections we opened;
@@ -426,8 +426,9 @@ impl<'o> Generator<'o> {
     }
 
     /// Readiness for one connection. Events may be stale (the connection
-    /// failed earlier in this batch, and its key may even be reused); that is
-    /// harmless, since a spurious readiness only costs a `WouldBlock`.
+    /// failed earlier in this batch): its key then holds nothing, since keys
+    /// are reused only when connections are opened, between batches, and the
+    /// event is skipped. A spurious readiness only costs a `WouldBlock`.
     fn on_event(&mut self, event: &Event, now: Instant) {
         if event.token().0 >= TOKEN_BASE {
             if let Some(attack) = &mut self.attack {
