@@ -273,8 +273,10 @@ impl Summary {
         }
     }
 
-    /// The one-line JSON object for `--json`. Written by hand: it is flat,
-    /// numbers only, so it needs no serialisation library.
+    /// The one-line JSON object for `--json`. Written by hand: fixed keys,
+    /// numbers and small objects of numbers, plus (with `--attack`) the
+    /// attack's part, whose kind and `ERR` texts are strings; it needs no
+    /// serialisation library.
     pub fn json(&self) -> String {
         let kinds: Vec<String> = ErrorKind::ALL
             .iter()
