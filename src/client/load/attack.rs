@@ -222,7 +222,8 @@ pub struct AttackStats {
     pub connect_failures: u64,
     /// The first connect failure, described.
     pub first_connect_failure: Option<String>,
-    /// Payload bytes the server's socket took.
+    /// Bytes our attackers' sockets took from us (written, not necessarily read
+    /// by the server yet).
     pub bytes_sent: u64,
 }
 
