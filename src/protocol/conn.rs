@@ -350,6 +350,7 @@ impl Connection {
     /// [`Connection::advance_output`] makes room: the reactor must then read on its own,
     /// since an edge-triggered poll will not report data that was already there.
     pub fn wants_read(&self, p: &Rules) -> bool {
+        waypoint("wants_read");
         match self.state {
             State::Open => !self.waiting && self.pending() < p.max_pending,
             State::ProxyHeader | State::Lingering => true,

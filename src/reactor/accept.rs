@@ -102,6 +102,7 @@ impl Server {
 
     /// Accepts on the listeners whose budget ran out last turn.
     pub(super) fn serve_owed_listeners(&mut self, owed: Vec<usize>) {
+        waypoint("serve_owed_listeners");
         for index in owed {
             self.accept_all(index);
         }
@@ -120,6 +121,7 @@ impl Server {
 
     /// Retries accepting after EMFILE when its deadline is due.
     pub(super) fn retry_accept_if_due(&mut self) {
+        waypoint("retry_accept_if_due");
         if self.accept_retry.is_some_and(|t| t <= self.now) {
             self.accept_retry = Some(self.now + ACCEPT_RETRY);
             for i in 0..self.listeners.len() {

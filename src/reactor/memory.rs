@@ -21,6 +21,7 @@ use log::{info, warn};
 
 use crate::protocol::conn::{CloseReason, ERR_OUT_OF_MEMORY};
 use crate::reactor::server::Server;
+use crate::waypoint;
 
 /// How long paused connections have to drain before the largest are closed.
 pub const EVICT_AFTER: Duration = Duration::from_secs(1);
@@ -49,6 +50,7 @@ impl Server {
     /// Once per turn: pause, evict or resume as the total asks. Costs nothing (one
     /// comparison) while the total is under the limit.
     pub(super) fn enforce_memory_limit(&mut self) {
+        waypoint("enforce_memory_limit");
         let limit = self.max_memory;
         match self.memory.pressure_since {
             None if self.memory.total > limit => {

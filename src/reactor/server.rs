@@ -353,6 +353,7 @@ impl Server {
     /// deadline, the accept retry, the status report and open scrapes (`--metrics`).
     /// `None` when nothing is due, so an idle server makes no wakeups at all.
     fn next_deadline(&self) -> Option<Instant> {
+        waypoint("next_deadline");
         [
             self.timers.next_deadline().map(|t| self.clock.instant(t)),
             self.drain_deadline,
@@ -495,6 +496,7 @@ impl Server {
 
     /// Visits the connections whose fairness budget ran out last turn with data unread.
     fn serve_owed(&mut self, owed: Vec<usize>) {
+        waypoint("serve_owed");
         for key in owed {
             match self.conns.get_mut(key) {
                 // Not owed any more: the key was closed and reused, or listed twice.
@@ -509,6 +511,7 @@ impl Server {
 
     /// Fires the deadlines that are due.
     fn expire_timers(&mut self) {
+        waypoint("expire_timers");
         if self
             .drain_deadline
             .is_some_and(|deadline| self.now >= deadline)

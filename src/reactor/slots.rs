@@ -48,6 +48,7 @@ impl<T> Slots<T> {
 
     /// The key the next [`Slots::insert`] will use (to register a socket under it first).
     pub fn vacant_key(&self) -> usize {
+        waypoint("vacant_key");
         self.slab.vacant_key()
     }
 

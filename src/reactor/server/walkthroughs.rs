@@ -1,4 +1,5 @@
-//! The walk-throughs of docs/ARCHITECTURE.md, driven through a real server.
+//! The walk-throughs of docs/ARCHITECTURE.md and docs/TUTORIAL.md, driven through a real
+//! server.
 //!
 //! Each test drives one path (one line from the socket to its reply, a client's close,
 //! accepting a client, the drain) through a server on a loopback port, turning its loop
@@ -212,6 +213,7 @@ fn connected(server: &mut Server) -> TcpStream {
 }
 
 const ARCHITECTURE: &str = "docs/ARCHITECTURE.md";
+const TUTORIAL: &str = "docs/TUTORIAL.md";
 
 #[test]
 fn the_path_of_one_line() {
@@ -223,6 +225,9 @@ fn the_path_of_one_line() {
         serve_until(&mut server, &mut client, b"OK...hi\n");
     });
     assert_walk(ARCHITECTURE, "## The path of one line", &trail, 10);
+    let read = "### 4.6 `recv()` becomes `read_once` into one shared buffer";
+    assert_walk(TUTORIAL, read, &trail, 6);
+    assert_walk(TUTORIAL, "### 4.7 `send()` becomes `write_out`", &trail, 3);
 }
 
 #[test]
@@ -252,6 +257,30 @@ fn the_clients_close() {
         turn_until(&mut server, |s| s.conns.is_empty());
     });
     assert_walk(ARCHITECTURE, "### The client's close", &trail, 8);
+    assert_walk(
+        TUTORIAL,
+        "### 4.8 `close()` becomes retire, then reap",
+        &trail,
+        4,
+    );
+    assert_walk(TUTORIAL, "#### The client half-closes", &trail, 3);
+}
+
+#[test]
+fn we_close_first() {
+    let _signals = sharing_signals();
+    let mut server = test_server(|c| c.max_line = 10);
+    let mut client = connected(&mut server);
+    let trail = trail::recording(|| {
+        client.write_all(b"this line is far too long\n").unwrap();
+        serve_until(&mut server, &mut client, b"ERR line too long\n");
+        serve_until_closed(&mut server, &mut client);
+        // Lingering: what the client still sends is read and dropped, until its FIN.
+        let _ = client.write_all(b"more\n");
+        client.shutdown(Shutdown::Write).unwrap();
+        turn_until(&mut server, |s| s.conns.is_empty());
+    });
+    assert_walk(TUTORIAL, "#### We close first", &trail, 4);
 }
 
 #[test]
@@ -262,6 +291,14 @@ fn accepting_a_client() {
         connected(&mut server);
     });
     assert_walk(ARCHITECTURE, "## Accepting a client", &trail, 6);
+    let accept = "### 4.3 `accept()`: accept until `WouldBlock`";
+    assert_walk(TUTORIAL, accept, &trail, 7);
+    assert_walk(
+        TUTORIAL,
+        "### 4.4 The accept loop becomes the event loop",
+        &trail,
+        10,
+    );
 }
 
 #[test]
@@ -280,6 +317,7 @@ fn the_drain() {
     });
     assert!(server.listeners.is_empty());
     assert_walk(ARCHITECTURE, "## The drain", &trail, 8);
+    assert_walk(TUTORIAL, "### 5.9 Shutting down: the drain", &trail, 6);
 }
 
 /// Every waypoint names the function it is in (the name is what the tests compare with
