@@ -327,8 +327,8 @@ impl Connection {
         self.lines
     }
 
-    /// How many bytes are buffered in total (input + output): what this client costs us
-    /// beyond the fixed size of the struct.
+    /// How many bytes are buffered in total (input, the telnet filter's held input, and
+    /// unsent output): what this client holds beyond the fixed size of the struct.
     pub fn buffered(&self) -> usize {
         self.input.len() + self.telnet.held_len() + self.pending()
     }
