@@ -4,7 +4,7 @@
 //! echod serves thousands with one thread that never blocks: it asks the kernel which
 //! sockets are ready, does exactly the work each one allows, and goes back to sleep.
 //! Everything that decides *what* to send lives in plain, socket-free state machines;
-//! one module moves the bytes.
+//! the [`reactor`] moves the bytes.
 //!
 //! # Layout
 //!
@@ -20,8 +20,9 @@
 //!   - [`protocol::state`]: the byte codec a connection is saved with for an upgrade.
 //! - [`reactor`] (`src/reactor/`): the server's I/O: the one `mio` loop and what it owns.
 //!   - [`reactor::server`]: the loop: listeners, connections, signals, deadlines.
-//!   - [`reactor::listen`], [`reactor::alarm`], [`reactor::timers`], [`reactor::slots`],
-//!     [`reactor::stats`]: what the loop leans on.
+//!   - [`reactor::accept`], [`reactor::io`], [`reactor::listen`], [`reactor::alarm`],
+//!     [`reactor::timers`], [`reactor::slots`], [`reactor::memory`], [`reactor::stats`],
+//!     [`reactor::metrics`]: what the loop leans on.
 //!   - [`reactor::upgrade`]: SIGUSR2: become a new build of the binary, same PID, every
 //!     connection kept (a connection is a descriptor plus a value).
 //! - [`client`] (`src/client/`): `echoc`'s one-shot, interactive and load modes, in the

@@ -18,7 +18,7 @@
 //! the other counters on SIGUSR1 and at shutdown (`log_lines_dropped=N`), where the sink
 //! lets it through.
 //!
-//! The format is the one `simple_logger` used, so existing log readers keep working:
+//! The format is `simple_logger`'s, so whatever reads that format reads this one:
 //!
 //! ```text
 //! 2024-05-01T12:00:00.123Z INFO  [echod::reactor::server] listening on 127.0.0.1:8888

@@ -1,4 +1,5 @@
-//! `echod`: parse the arguments, set up logging, run the server. Nothing else.
+//! `echod`: parse the arguments, set up logging, run the server (or resume it after an
+//! upgrade in place). Nothing else.
 
 use std::io::Write;
 use std::process::ExitCode;

@@ -19,8 +19,9 @@
 //!   connection keeps the rest of that read undecoded in its telnet filter instead, so
 //!   that a negotiation answer cannot overtake the replies to the lines before it.)
 //! - `output`: reply bytes the socket has not taken yet. A reply is queued only while
-//!   `output` is empty or the reply fits under [`Rules::max_pending`], so `output` never
-//!   exceeds `max(max_pending, one reply)`.
+//!   `output` is empty or the reply fits under [`Rules::max_pending`], so the replies in
+//!   `output` never exceed `max(max_pending, one reply)`; an error message and telnet
+//!   negotiation answers are queued whatever the room.
 //!
 //! Replies are usually written to the socket at once, so most batches of replies would
 //! allocate a buffer only to free it a moment later. The reactor avoids that by lending
@@ -328,8 +329,8 @@ impl Connection {
         self.lines
     }
 
-    /// How many bytes are buffered in total (input + output): what this client costs us
-    /// beyond the fixed size of the struct.
+    /// How many bytes are buffered in total (input, the telnet filter's held input, and
+    /// unsent output): what this client holds beyond the fixed size of the struct.
     pub fn buffered(&self) -> usize {
         self.input.len() + self.telnet.held_len() + self.pending()
     }

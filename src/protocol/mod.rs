@@ -1,6 +1,7 @@
 //! The socket-free protocol core: what echod says to a client, as plain Rust.
 //!
-//! Nothing under `src/protocol/` imports `mio`, `std::net` or a clock. Each piece takes
+//! Nothing under `src/protocol/` touches `mio`, a socket or a clock (from `std::net` it
+//! takes only address types). Each piece takes
 //! bytes (or an event such as "the peer closed") and returns bytes and decisions, so
 //! every edge case is tested with byte slices, split at every offset, without a network.
 //!

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 /// A point in time, in whole milliseconds since the loop started.
 ///
-/// Half the size of an `Instant`, which matters because every connection keeps one;
+/// Half the size of an `Instant`, which matters because every connection keeps a few;
 /// and [`Tick::NEVER`] means "no deadline" without the 8 bytes an `Option` would add.
 /// Milliseconds are as fine as epoll's own timeout, and a `u64` of them lasts longer
 /// than any process.

@@ -1,5 +1,6 @@
-//! Accepting: the listener is readable, so we accept until `WouldBlock`, turn away
-//! clients over the limit, and register the rest with the poll.
+//! Accepting: the listener is readable, so we accept until `WouldBlock` (at most
+//! [`ACCEPTS_PER_TURN`] per turn), turn away clients over the limit, and register the rest
+//! with the poll.
 //!
 //! This is the tutorial's `accept()` loop, turned inside out: instead of blocking in
 //! `accept()` and handing each socket to a new thread, the loop is told the listener is

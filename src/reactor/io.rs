@@ -1,5 +1,6 @@
-//! Moving bytes between one socket and its state machine: read until `WouldBlock`, write
-//! until `WouldBlock` or until nothing is left.
+//! Moving bytes between one socket and its state machine: read until the socket is empty
+//! (`WouldBlock`, or on Linux a short read) or the fairness budget is used, write until
+//! `WouldBlock`, a short write, or until nothing is left.
 //!
 //! These functions are the whole of the reactor's I/O for a connection. They know the
 //! socket and the readiness flags the loop keeps for it ([`Entry`]); what the bytes mean
@@ -31,7 +32,8 @@ const SHORT_READ_PROVES_EMPTY: bool = cfg!(any(target_os = "linux", target_os = 
 /// bookkeeping that only the loop needs.
 #[derive(Debug)]
 pub struct Entry {
-    /// The socket, non-blocking, registered once for READABLE | WRITABLE.
+    /// The socket, non-blocking, registered once for READABLE | WRITABLE (and PRIORITY
+    /// on Linux).
     pub stream: TcpStream,
     /// The protocol state machine and its buffers.
     pub conn: Connection,

@@ -5,8 +5,8 @@
 //!
 //! - [`server`]: the loop itself: listeners, connections, signals, deadlines.
 //! - [`accept`]: accepting connections, turning away the ones over the limit.
-//! - [`io`]: moving bytes between a socket and its state machine (read/write until
-//!   `WouldBlock`), and what the loop keeps per connection.
+//! - [`io`]: moving bytes between a socket and its state machine (read until the socket
+//!   is empty, write until it is full), and what the loop keeps per connection.
 //! - [`memory`]: `--max-memory`: pause, then evict, the largest clients.
 //! - [`listen`]: listening sockets (a real `listen()` backlog, or inherited from systemd).
 //! - [`alarm`]: the loop's alarm clock for the nearest deadline.

@@ -5,15 +5,17 @@
 //! for each ready socket do as much work as it allows without waiting:
 //!
 //! - a **listener** is readable: accept connections until `WouldBlock`;
-//! - a **connection** is readable: read into the shared scratch buffer until `WouldBlock`
-//!   and hand the bytes to its [`Connection`](crate::protocol::conn::Connection) state machine;
+//! - a **connection** is readable: read into the shared scratch buffer until the socket is
+//!   empty (see [`crate::reactor::io`]) and hand the bytes to its
+//!   [`Connection`](crate::protocol::conn::Connection) state machine;
 //! - a connection has output: write it until `WouldBlock` or until it is all sent;
 //! - the **signal** pipe is readable: start the drain, log the counters, …;
 //! - the **alarm** rang (see [`crate::reactor::alarm`]): a deadline is due;
 //! - the **upgrade check** answered (SIGUSR2, see [`crate::reactor::upgrade`]).
 //!
-//! Each connection is registered once, for READABLE and WRITABLE, edge-triggered: the kernel
-//! reports a change of readiness once, and it is our job to use it up. That costs no
+//! Each connection is registered once, for READABLE and WRITABLE (and PRIORITY on Linux,
+//! for urgent data), edge-triggered: the kernel reports a change of readiness once, and it
+//! is our job to use it up. That costs no
 //! `epoll_ctl` calls while the connection lives, but it sets a trap: if we stop reading
 //! *before* `WouldBlock` (because the client's replies pile up, or because it used its
 //! fair share of this turn), no new event will ever come for the bytes already waiting.
@@ -119,7 +121,7 @@ pub struct Server {
     /// Connection deadlines.
     pub(super) timers: Timers,
     /// Wakes the loop at the earliest of all deadlines (connections', drain, accept
-    /// retry, status report).
+    /// retry, memory eviction, status report, scrapes, upgrade check).
     alarm: Alarm,
     /// Connections we owe a visit next turn: the fairness budget stopped their reading
     /// with data still waiting, and no event will come for it.
@@ -350,7 +352,8 @@ impl Server {
     }
 
     /// When the alarm must ring: the earliest of the connections' deadlines, the drain
-    /// deadline, the accept retry, the status report and open scrapes (`--metrics`).
+    /// deadline, the accept retry, the `--max-memory` eviction, the status report, open
+    /// scrapes (`--metrics`) and the upgrade check (SIGUSR2).
     /// `None` when nothing is due, so an idle server makes no wakeups at all.
     fn next_deadline(&self) -> Option<Instant> {
         waypoint("next_deadline");
@@ -604,8 +607,9 @@ impl Server {
         }
     }
 
-    /// Removes the timers of closed connections once they outnumber the live ones, so
-    /// that connection churn cannot grow the heap (see [`crate::reactor::timers`]).
+    /// Removes the timers of closed connections once the heap holds more than twice the
+    /// live connections plus `STALE_TIMERS_SLACK`, so that connection churn cannot grow
+    /// the heap (see [`crate::reactor::timers`]).
     fn sweep_stale_timers(&mut self) {
         if self.timers.len() > 2 * self.conns.len() + STALE_TIMERS_SLACK {
             let conns = &mut self.conns;

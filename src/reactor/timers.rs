@@ -16,8 +16,9 @@
 //! one; the `serial` (unique per connection for the life of the process) tells the
 //! loop that such an entry is stale. Stale entries would pile up under connection churn
 //! (every short-lived connection leaves one, due only after the idle timeout), so the
-//! loop sweeps them out with [`Timers::retain`] whenever they outnumber the live
-//! connections: the heap stays within a constant factor of the live connections, and
+//! loop sweeps them out with [`Timers::retain`] once the heap holds more than twice the
+//! live connections plus a slack of 1024: it stays within a constant factor of the live
+//! connections, and
 //! each sweep is paid for by the closes that made it necessary.
 
 use std::cmp::Reverse;

@@ -137,7 +137,7 @@ mod tests {
     }
 
     /// Every event of `input` through `filter`, as text (answers included); with
-    /// `data_only`, as a connection with a backlog would ask, then the paused rest.
+    /// `data_only`, as a connection with lines waiting would ask, then the paused rest.
     fn events(filter: &mut Filter, input: &[u8], data_only: bool) -> Vec<String> {
         let mut out = Vec::new();
         let mut at = 0;

@@ -33,7 +33,7 @@
 //! # Tokens
 //!
 //! Echo connection tokens are slab keys counted up from 0, and the loop's own sources
-//! (signals, alarm, listeners) count down from `usize::MAX` (see
+//! (signals, alarm, upgrade check, listeners) count down from `usize::MAX` (see
 //! [`server`](crate::reactor::server)). Metrics take a range in the middle, far from both:
 //! the listener is [`LISTENER`], scrape `key` is `SCRAPE_BASE + key`.
 
@@ -248,7 +248,7 @@ impl Metrics {
 
 /// Over [`MAX_SCRAPES`]: a 503 and close, without a slot. A fresh socket's send buffer is
 /// empty, so the short write cannot block; we read once before closing so that a request
-/// already here does not turn the close into a reset (as `refuse_busy` does for echo).
+/// already here does not turn the close into a reset (as `Server::refuse` does for echo).
 fn refuse_busy(mut stream: TcpStream) {
     let mut response = Vec::new();
     http::respond(Answer::Busy, &mut response, |_| {});

@@ -17,8 +17,9 @@
 //! 2. **Write down the state** ([`state`]), at the end of a turn of the loop, when no
 //!    connection is half visited: the counters, and per connection its address, byte
 //!    counts, flags and [`Connection`] value, into an anonymous, sealed memory file.
-//! 3. **Hand over the descriptors** ([`fds`]): the memory file, the listeners and the
-//!    connections go, as `SCM_RIGHTS` messages, into one end of a Unix socket pair.
+//! 3. **Hand over the descriptors** ([`fds`]): the memory file, the listeners (the
+//!    `--metrics` one too) and the connections go, as `SCM_RIGHTS` messages, into one end
+//!    of a Unix socket pair.
 //!    The kernel keeps them there, as copies, until someone reads that socket.
 //! 4. **`exec`** the new binary with the same arguments, passing the socket pair's
 //!    other end (the only descriptor we let survive `exec`) the way systemd passes
