@@ -319,6 +319,11 @@ fn counters_agree_with_sigusr1() {
             1.0,
         ),
         (
+            "refused_per_ip",
+            "echod_connections_refused_total{reason=\"per_ip\"}".into(),
+            0.0,
+        ),
+        (
             "out_of_fds_episodes",
             "echod_out_of_fds_episodes_total".into(),
             0.0,

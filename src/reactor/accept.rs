@@ -168,7 +168,7 @@ impl Server {
         } else {
             info!("Connected with {peer}");
         }
-        trace!("{peer}: registered as token {key} for READABLE | WRITABLE");
+        trace!("{peer}: registered as token {key} for {CONNECTION_INTEREST:?}");
         self.stats.accepted += 1;
         self.status_changed();
         self.next_serial += 1;

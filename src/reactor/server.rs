@@ -720,9 +720,10 @@ fn trace_sleep(timeout: Option<Duration>, alarm: Option<Instant>, now: Instant) 
 fn trace_event(event: &mio::event::Event, listeners: usize) {
     // The arguments are evaluated only when trace is on: off, this costs one compare.
     trace!(
-        "event: {} is{}{}{}{}{}",
+        "event: {} is{}{}{}{}{}{}",
         token_name(event.token(), listeners),
         if event.is_readable() { " READABLE" } else { "" },
+        if event.is_priority() { " PRIORITY" } else { "" },
         if event.is_writable() { " WRITABLE" } else { "" },
         if event.is_read_closed() {
             " READ_CLOSED"

@@ -729,14 +729,14 @@ impl AttackSummary {
     }
 
     /// The attack as a JSON object, for the `--json` line. The `ERR` texts
-    /// are ours (`line too long`, ...) but we escape quotes and backslashes
-    /// anyway, in case a server sends something else.
+    /// are ours (`line too long`, ...) but they are escaped anyway, in case a
+    /// server sends something else.
     pub fn json(&self) -> String {
         let (o, s) = (&self.opts, &self.stats);
         let reasons: Vec<String> = s
             .reasons
             .iter()
-            .map(|(r, n)| format!("\"{}\":{n}", r.replace('\\', "\\\\").replace('"', "\\\"")))
+            .map(|(r, n)| format!("\"{}\":{n}", json_escape(r)))
             .collect();
         format!(
             concat!(
@@ -760,6 +760,21 @@ impl AttackSummary {
             reasons.join(",")
         )
     }
+}
+
+/// `text` as the inside of a JSON string: quotes, backslashes and control characters
+/// escaped.
+fn json_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -853,6 +868,14 @@ mod tests {
         assert!(
             json.ends_with("\"reasons\":{\"line too long\":1}}"),
             "{json}"
+        );
+    }
+
+    #[test]
+    fn reasons_are_escaped_for_json() {
+        assert_eq!(
+            json_escape("a \"b\" \\ c\nd\u{1}"),
+            "a \\\"b\\\" \\\\ c\\u000ad\\u0001"
         );
     }
 }

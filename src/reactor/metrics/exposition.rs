@@ -117,7 +117,7 @@ const CLOSED: Family = counter(
 );
 const REFUSED: Family = counter(
     "echod_connections_refused_total",
-    "Echo connections turned away, by reason (busy: over --max-connections).",
+    "Echo connections turned away, by reason (busy: over --max-connections; per_ip: over --max-per-ip).",
 );
 const LINES: Family = counter(
     "echod_lines_total",
@@ -134,7 +134,7 @@ const BUFFERED: Family = gauge(
 );
 const OUT_OF_FDS: Family = counter(
     "echod_out_of_fds_episodes_total",
-    "Times accept ran out of file descriptors (one per episode).",
+    "Times accept had to wait: out of file descriptors or kernel memory (one per episode).",
 );
 const LOG_DROPPED: Family = counter(
     "echod_log_lines_dropped_total",
@@ -163,6 +163,7 @@ pub fn render(stats: &Stats, snapshot: &Snapshot, out: &mut Vec<u8>) {
     }
     header(out, REFUSED);
     labelled(out, REFUSED, ("reason", "busy"), stats.refused_busy);
+    labelled(out, REFUSED, ("reason", "per_ip"), stats.refused_per_ip);
     single(out, LINES, stats.lines);
     single(out, RECEIVED, stats.bytes_in);
     single(out, SENT, stats.bytes_out);
@@ -243,7 +244,7 @@ mod tests {
         }
         assert!(text.ends_with('\n'));
         assert_eq!(kind.len(), 14);
-        assert_eq!(samples, 5 + CloseReason::ALL.len() + 12);
+        assert_eq!(samples, 5 + CloseReason::ALL.len() + 13);
     }
 
     /// The counters and the snapshot land in the samples that name them, byte for byte.
@@ -252,6 +253,7 @@ mod tests {
         let mut stats = Stats {
             accepted: 9,
             refused_busy: 2,
+            refused_per_ip: 5,
             peak_connections: 4,
             out_of_fds_episodes: 1,
             lines: 30,
@@ -282,6 +284,7 @@ mod tests {
             "echod_connections_closed_total{reason=\"idle_timeout\"} 2\n",
             "echod_connections_closed_total{reason=\"error\"} 0\n",
             "echod_connections_refused_total{reason=\"busy\"} 2\n",
+            "echod_connections_refused_total{reason=\"per_ip\"} 5\n",
             "echod_lines_total 30\n",
             "echod_bytes_received_total 300\n",
             "echod_bytes_sent_total 450\n",
