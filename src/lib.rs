@@ -31,6 +31,11 @@
 //! - [`io_errors`]: the `io::Error` questions both ends ask (`would_block`, …).
 //! - [`logging`]: the daemon's logger: a full or closed stderr drops (and counts) the
 //!   line; it never stops or stalls the loop.
+//! - `walkthrough` (`src/walkthrough.rs`): the `waypoint("name")` call that opens each
+//!   function the docs' walk-throughs link. It is nothing in the daemon; under
+//!   `cargo test` it records the path taken, and `reactor::server::walkthroughs` checks
+//!   that docs/ARCHITECTURE.md and docs/TUTORIAL.md name the functions that really run,
+//!   in order.
 //!
 //! # Reading order
 //!
