@@ -783,6 +783,7 @@ mod walkthroughs;
 
 #[cfg(test)]
 mod tests {
+    use super::walkthroughs::test_server;
     use super::*;
     use crate::io_errors::would_block;
     use crate::protocol::conn::Connection;
@@ -845,16 +846,6 @@ mod tests {
         let key = server.conns.live_keys()[0];
         let entry = server.conns.get_mut(key).unwrap();
         assert_eq!(entry.conn.buffered(), 0);
-    }
-
-    /// A server on an ephemeral loopback port, with `tweak` applied to the defaults.
-    fn test_server(tweak: impl FnOnce(&mut Config)) -> Server {
-        let mut config = Config {
-            listen: vec!["127.0.0.1:0".parse().unwrap()],
-            ..Config::default()
-        };
-        tweak(&mut config);
-        Server::bind(&config).unwrap()
     }
 
     /// Turns the loop until `done` holds, at most 10 s.

@@ -147,7 +147,8 @@ fn assert_walk(doc: &str, heading: &str, trail: &[Passed], at_least: usize) {
 
 // ---- the server's side -----------------------------------------------------------------
 
-fn test_server(tweak: impl FnOnce(&mut Config)) -> Server {
+/// A server on an ephemeral loopback port, with `tweak` applied to the defaults.
+pub(super) fn test_server(tweak: impl FnOnce(&mut Config)) -> Server {
     let mut config = Config {
         listen: vec!["127.0.0.1:0".parse().unwrap()],
         ..Config::default()
