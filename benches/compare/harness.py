@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
-"""Runs the echod / C / tokio comparison and writes one CSV row per measurement.
+"""Runs the comparison of echod with its peers and writes one CSV row per measurement.
 
-Called by run.sh once the three servers and `echoc` are built. Every measurement gets a
+Called by run.sh once the servers and `echoc` are built. Every measurement gets a
 fresh server process pinned to CPU 0 (`taskset -c 0`) and `echoc load` pinned to CPU 1,
 so what one workload leaves behind (allocator caches, timers) never leaks into the next,
 and each run starts once the kernel has torn down the previous run's connections.
-Workloads are interleaved server by server (echod, c, tokio, then c, tokio, echod, ...:
-the first server of each workload rotates from round to round) and repeated ROUNDS
-times, so slow drifts of a shared machine hit the three alike.
+Workloads are interleaved server by server (echod, c, tokio, threads, then c, tokio,
+threads, echod, ...: the first server of each workload rotates from round to round) and
+repeated ROUNDS times, so slow drifts of a shared machine hit every server alike.
 
 What is measured, always on the *server* process:
 - CPU: utime and stime from /proc/PID/stat (whole process, all threads) before and
@@ -57,7 +57,7 @@ PINGPONG_CONNS = [
 # Connections for the "held and served" check: two idle echoc processes plus a
 # ping-pong one, together just under the fd limit (each process has its own limit).
 HELD_CONNS = int(os.environ.get("HELD_CONNS", "0" if QUICK else "19950"))
-SERVERS = os.environ.get("SERVERS", "echod c tokio").split()
+SERVERS = os.environ.get("SERVERS", "echod c tokio threads").split()
 # Servers and echoc run at this nice level (as root): on a shared machine, the other
 # tenants' processes then get a small share of the two CPUs instead of half of them.
 NICE = os.environ.get("NICE", "-10")
@@ -78,10 +78,11 @@ SERVER_CMDS = {
               "--max-connections", "1000000"] + os.environ.get("ECHOD_ARGS", "").split(),
     "c": [os.path.join(PEER_TARGET, "c-server"), "127.0.0.1:0"],
     "tokio": [os.path.join(PEER_TARGET, "release", "echo-tokio-peer"), "127.0.0.1:0"],
+    "threads": [os.path.join(PEER_TARGET, "release", "echo-threads-peer"), "127.0.0.1:0"],
 }
 # A/B of two echod builds in one run: BASELINE_ECHOD=/path/to/old/echod adds a server
-# "base" with the same arguments (name it in SERVERS; report.py shows the usual three
-# servers, medians.py any set).
+# "base" with the same arguments (name it in SERVERS; report.py shows the servers it
+# knows, medians.py any set).
 if os.environ.get("BASELINE_ECHOD"):
     SERVER_CMDS["base"] = [os.environ["BASELINE_ECHOD"]] + SERVER_CMDS["echod"][1:]
 
@@ -644,8 +645,9 @@ def main():
                   lambda s, t: load_run(s, t, 50, 64, DURATION, profile=profile))]
     # The same pipelined load, paced: every server sees the same arrival pattern, so the
     # lines per read (and so the per-reply CPU) no longer depend on how fast the server
-    # answered the saturated load generator. PACED_RATE must be below every compared
-    # server's capacity (the tokio peer cannot reach it: for it this is saturated too).
+    # answered the saturated load generator. PACED_RATE should be below every compared
+    # server's capacity; a server that cannot reach it is saturated here too (its
+    # replies/s shows it).
     workloads.append(("paced",
                       lambda s, t: load_run(s, t, 50, 64, DURATION, profile=profile,
                                             rate=PACED_RATE)))
@@ -680,9 +682,9 @@ def main():
                     kill_all()
         if HELD_CONNS and (not only or "held" in only):
             log(f"held connections ({time.time() - started:.0f}s)")
-            # A warm-up run, not recorded: the first run that opens ~40,000 sockets came
-            # out 10-40 % low whichever server went first (probably the kernel growing its
-            # socket caches).
+            # A warm-up run, not recorded: the first run that opens ~40,000 sockets on a
+            # machine is 10-40 % low whichever server goes first (probably the kernel
+            # growing its socket caches).
             wait_for_tcp_teardown()
             try:
                 held_run(SERVERS[0], "held-warmup", HELD_CONNS)
