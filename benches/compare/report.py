@@ -58,6 +58,7 @@ ROWS += [
     ("  ping-pong replies/s while held (median of 3)", "held",
      "held_pingpong_replies_per_s"),
     ("  client errors", "held", "errors"),
+    ("  server exited during the run (1: yes)", "held", "held_server_exited"),
 ]
 LOAD_WORKLOADS = ["pipelined", "paced"] + [f"pingpong-{n}"
                                            for n in (1, 10, 50, 100, 1000, 10000)]

@@ -18,9 +18,11 @@
 //! Backpressure comes with the design: a thread does not read again until its replies
 //! are written, so at most one read's replies are queued per client.
 //!
-//! When a thread cannot be created (the kernel's thread or memory limits), the new
+//! When `spawn` returns an error (the kernel's thread or memory limits), the new
 //! connection is closed and the failure printed once per second at most; connections
-//! already served keep their threads.
+//! already served keep their threads. When the new thread is created but cannot map its
+//! signal stack (out of memory maps: each thread takes four, `vm.max_map_count` caps
+//! them), std panics in it and the process aborts.
 //!
 //! Usage: `echo-threads-peer [ADDR:]PORT` (e.g. `127.0.0.1:0`); prints
 //! `listening on 127.0.0.1:PORT` to stderr.
