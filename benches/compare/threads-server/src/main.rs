@@ -27,7 +27,7 @@
 //! Usage: `echo-threads-peer [ADDR:]PORT` (e.g. `127.0.0.1:0`); prints
 //! `listening on 127.0.0.1:PORT` to stderr.
 
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -116,13 +116,7 @@ fn serve(mut stream: TcpStream) -> io::Result<()> {
 /// of the rest kept, and whether the connection is done (end of input, or a line over
 /// the limit).
 fn answer(input: &mut [u8], output: &mut Vec<u8>, eof: bool) -> (usize, bool) {
-    let mut start = 0;
-    while let Some(pos) = input[start..].iter().position(|&b| b == b'\n') {
-        let end = start + pos + 1;
-        output.extend_from_slice(PREFIX);
-        output.extend_from_slice(&input[start..end]);
-        start = end;
-    }
+    let start = push_replies(input, output);
     let rest = input.len() - start;
     if rest > MAX_LINE {
         output.extend_from_slice(ERR_LONG);
@@ -137,4 +131,23 @@ fn answer(input: &mut [u8], output: &mut Vec<u8>, eof: bool) -> (usize, bool) {
     }
     input.copy_within(start.., 0);
     (rest, false)
+}
+
+/// Appends `OK...` + line for every complete line of `input`; returns the bytes used.
+/// `BufRead::read_until` on a byte slice finds each `\n` with std's word-at-a-time
+/// `memchr` and copies the line straight into `output`.
+fn push_replies(input: &[u8], output: &mut Vec<u8>) -> usize {
+    let mut rest = input;
+    loop {
+        let (mark, left) = (output.len(), rest.len());
+        output.extend_from_slice(PREFIX);
+        let n = rest
+            .read_until(b'\n', output)
+            .expect("reading a byte slice cannot fail");
+        if n == 0 || output.last() != Some(&b'\n') {
+            // No complete line left: take back the prefix and the partial line.
+            output.truncate(mark);
+            return input.len() - left;
+        }
+    }
 }

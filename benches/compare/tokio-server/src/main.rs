@@ -20,6 +20,7 @@
 //! Usage: `echo-tokio-peer [ADDR:]PORT` (e.g. `127.0.0.1:0`); prints
 //! `listening on 127.0.0.1:PORT` to stderr.
 
+use std::io::BufRead;
 use std::net::SocketAddr;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -88,14 +89,8 @@ async fn serve(mut socket: TcpStream) -> std::io::Result<()> {
 /// unterminated rest there. At `eof` the rest is answered too. Returns whether the
 /// connection is done (end of input, or a line over the limit).
 fn answer(input: &mut Vec<u8>, output: &mut Vec<u8>, eof: bool) -> bool {
-    let mut start = 0;
-    while let Some(pos) = input[start..].iter().position(|&b| b == b'\n') {
-        let end = start + pos + 1;
-        output.extend_from_slice(PREFIX);
-        output.extend_from_slice(&input[start..end]);
-        start = end;
-    }
-    input.drain(..start);
+    let used = push_replies(input, output);
+    input.drain(..used);
     if input.len() > MAX_LINE {
         output.extend_from_slice(ERR_LONG);
         return true;
@@ -108,4 +103,23 @@ fn answer(input: &mut Vec<u8>, output: &mut Vec<u8>, eof: bool) -> bool {
         return true;
     }
     false
+}
+
+/// Appends `OK...` + line for every complete line of `input`; returns the bytes used.
+/// `BufRead::read_until` on a byte slice finds each `\n` with std's word-at-a-time
+/// `memchr` and copies the line straight into `output`.
+fn push_replies(input: &[u8], output: &mut Vec<u8>) -> usize {
+    let mut rest = input;
+    loop {
+        let (mark, left) = (output.len(), rest.len());
+        output.extend_from_slice(PREFIX);
+        let n = rest
+            .read_until(b'\n', output)
+            .expect("reading a byte slice cannot fail");
+        if n == 0 || output.last() != Some(&b'\n') {
+            // No complete line left: take back the prefix and the partial line.
+            output.truncate(mark);
+            return input.len() - left;
+        }
+    }
 }
