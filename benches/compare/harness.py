@@ -374,7 +374,8 @@ def load_run(name, tag, conns, pipeline, duration, profile=False, rate=None):
         u0, s0 = cpu_ticks(srv.pid)
         b0 = cpu_busy_ticks()
         t0 = time.time()
-        res = run_echoc(echoc_cmd(srv.addr, conns, duration, pipeline, rate=rate), tag)
+        res = run_echoc(echoc_cmd(srv.addr, conns, duration, pipeline, rate=rate),
+                        f"{tag}-{name}")
         wall = time.time() - t0
         b1 = cpu_busy_ticks()
         u1, s1 = cpu_ticks(srv.pid)
@@ -467,7 +468,7 @@ def syscall_poll_pass(name, tag, conns, duration):
     srv = Server(name, tag + "-polls", wrap=wrap)
     try:
         time.sleep(0.2)
-        res = run_echoc(echoc_cmd(srv.addr, conns, duration, 1), tag + "-polls")
+        res = run_echoc(echoc_cmd(srv.addr, conns, duration, 1), f"{tag}-polls-{name}")
     finally:
         srv.stop()
     calls = strace_counts(summary)
@@ -495,7 +496,7 @@ def syscall_full_pass(name, tag, conns, duration):
                     break
             time.sleep(0.05)
         time.sleep(0.2)
-        res = run_echoc(echoc_cmd(srv.addr, conns, duration, 1), tag)
+        res = run_echoc(echoc_cmd(srv.addr, conns, duration, 1), f"{tag}-{name}")
         kill(tracer, signal.SIGINT)
         children.remove(tracer)
     finally:
@@ -530,7 +531,7 @@ def idle_run(name, tag, conns, window):
         # echoc holds the connections this long once all are up; the server may accept
         # the last ones a few seconds after echoc saw its handshakes complete.
         hold = window + 8
-        client = start_echoc(echoc_cmd(srv.addr, conns, hold, idle=True), tag)
+        client = start_echoc(echoc_cmd(srv.addr, conns, hold, idle=True), f"{tag}-{name}")
         held = srv.wait_for_most(conns, [client])
         time.sleep(1.0)  # banners out, the loop asleep
         held = max(held, fd_count(srv.pid) - srv.base_fds)
@@ -566,7 +567,8 @@ def active_run(name, tag, conns, period):
         # echoc's clock starts at its launch: leave time for the handshakes (a server
         # that accepts slowly may need most of it).
         duration = period + 15
-        client = start_echoc(echoc_cmd(srv.addr, conns, duration, rate=rate), tag)
+        client = start_echoc(echoc_cmd(srv.addr, conns, duration, rate=rate),
+                             f"{tag}-{name}")
         held = srv.wait_for_most(conns, [client], timeout=duration - period - 2)
         # The rate queue is first-come first-served: after one period every client has
         # had its turn; one more second of margin.
