@@ -11,7 +11,7 @@
 # the table of medians (results/latest.md) and draws results/cpu-per-reply.svg from the
 # CSV. benches/compare/README.md has the method.
 #
-# Usage:  benches/compare/run.sh              # full run, about 25 minutes
+# Usage:  benches/compare/run.sh              # full run, about 20 minutes
 #         QUICK=1 benches/compare/run.sh      # one short round, small counts (smoke check)
 # Knobs (environment): ROUNDS [3], DURATION [4] s per load run, SYSCALL_DURATION [3],
 #   IDLE_CONNS [10000], WAKE_WINDOW [10] s, ACTIVE_PERIOD [3] s, PINGPONG_CONNS ["1 50 1000"],
