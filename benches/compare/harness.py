@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
-"""Runs the echod / C / tokio comparison and writes one CSV row per measurement.
+"""Runs the comparison of echod with its peers and writes one CSV row per measurement.
 
-Called by run.sh once the three servers and `echoc` are built. Every measurement gets a
+Called by run.sh once the servers and `echoc` are built. Every measurement gets a
 fresh server process pinned to CPU 0 (`taskset -c 0`) and `echoc load` pinned to CPU 1,
 so what one workload leaves behind (allocator caches, timers) never leaks into the next,
 and each run starts once the kernel has torn down the previous run's connections.
-Workloads are interleaved server by server (echod, c, tokio, then c, tokio, echod, ...:
-the first server of each workload rotates from round to round) and repeated ROUNDS
-times, so slow drifts of a shared machine hit the three alike.
+Workloads are interleaved server by server (echod, c, tokio, threads, then c, tokio,
+threads, echod, ...: the first server of each workload rotates from round to round) and
+repeated ROUNDS times, so slow drifts of a shared machine hit every server alike.
 
 What is measured, always on the *server* process:
 - CPU: utime and stime from /proc/PID/stat (whole process, all threads) before and
@@ -57,12 +57,13 @@ PINGPONG_CONNS = [
 # Connections for the "held and served" check: two idle echoc processes plus a
 # ping-pong one, together just under the fd limit (each process has its own limit).
 HELD_CONNS = int(os.environ.get("HELD_CONNS", "0" if QUICK else "19950"))
-SERVERS = os.environ.get("SERVERS", "echod c tokio").split()
+SERVERS = os.environ.get("SERVERS", "echod c tokio threads").split()
 # Servers and echoc run at this nice level (as root): on a shared machine, the other
 # tenants' processes then get a small share of the two CPUs instead of half of them.
 NICE = os.environ.get("NICE", "-10")
 # Connection bursts are paced (the same for every server) so that no listen backlog
-# overflows: that would measure SYN-ACK retransmit timers, not the server.
+# overflows: that would measure SYN-ACK retransmit timers, not the server (the threads
+# peer has std's listen backlog of 128). Bursts of 1,000 connections or more are paced.
 CONNECT_RATE = os.environ.get("CONNECT_RATE", "4000")
 # `perf record -e cpu-clock` on the pipelined runs: the user/kernel split from ~1000
 # samples a second (the /proc split is the kernel's 250 Hz tick sampling) and a profile.
@@ -78,10 +79,11 @@ SERVER_CMDS = {
               "--max-connections", "1000000"] + os.environ.get("ECHOD_ARGS", "").split(),
     "c": [os.path.join(PEER_TARGET, "c-server"), "127.0.0.1:0"],
     "tokio": [os.path.join(PEER_TARGET, "release", "echo-tokio-peer"), "127.0.0.1:0"],
+    "threads": [os.path.join(PEER_TARGET, "release", "echo-threads-peer"), "127.0.0.1:0"],
 }
 # A/B of two echod builds in one run: BASELINE_ECHOD=/path/to/old/echod adds a server
-# "base" with the same arguments (name it in SERVERS; report.py shows the usual three
-# servers, medians.py any set).
+# "base" with the same arguments (name it in SERVERS; report.py shows the servers it
+# knows, medians.py any set).
 if os.environ.get("BASELINE_ECHOD"):
     SERVER_CMDS["base"] = [os.environ["BASELINE_ECHOD"]] + SERVER_CMDS["echod"][1:]
 
@@ -184,8 +186,8 @@ def ctxt_switches(pid):
                     if line.startswith(("voluntary_ctxt_switches",
                                         "nonvoluntary_ctxt_switches")):
                         total += int(line.split()[1])
-        except FileNotFoundError:
-            pass
+        except (FileNotFoundError, ProcessLookupError):
+            pass  # a thread that ended meanwhile
     return total
 
 
@@ -273,7 +275,7 @@ def echoc_cmd(addr, conns, duration, pipeline=1, idle=False, rate=None, share=1)
     """`share`: how many echoc processes connect at once (they split CONNECT_RATE)."""
     cmd = [ECHOC, "load", addr, "--connections", str(conns), "--duration", str(duration),
            "--line-bytes", str(LINE_BYTES), "--pipeline", str(pipeline), "--json"]
-    if conns > 1000 and CONNECT_RATE:
+    if conns >= 1000 and CONNECT_RATE:
         cmd += ["--connect-rate", str(float(CONNECT_RATE) / share)]
     if idle:
         cmd.append("--idle")
@@ -372,7 +374,8 @@ def load_run(name, tag, conns, pipeline, duration, profile=False, rate=None):
         u0, s0 = cpu_ticks(srv.pid)
         b0 = cpu_busy_ticks()
         t0 = time.time()
-        res = run_echoc(echoc_cmd(srv.addr, conns, duration, pipeline, rate=rate), tag)
+        res = run_echoc(echoc_cmd(srv.addr, conns, duration, pipeline, rate=rate),
+                        f"{tag}-{name}")
         wall = time.time() - t0
         b1 = cpu_busy_ticks()
         u1, s1 = cpu_ticks(srv.pid)
@@ -465,7 +468,7 @@ def syscall_poll_pass(name, tag, conns, duration):
     srv = Server(name, tag + "-polls", wrap=wrap)
     try:
         time.sleep(0.2)
-        res = run_echoc(echoc_cmd(srv.addr, conns, duration, 1), tag + "-polls")
+        res = run_echoc(echoc_cmd(srv.addr, conns, duration, 1), f"{tag}-polls-{name}")
     finally:
         srv.stop()
     calls = strace_counts(summary)
@@ -493,7 +496,7 @@ def syscall_full_pass(name, tag, conns, duration):
                     break
             time.sleep(0.05)
         time.sleep(0.2)
-        res = run_echoc(echoc_cmd(srv.addr, conns, duration, 1), tag)
+        res = run_echoc(echoc_cmd(srv.addr, conns, duration, 1), f"{tag}-{name}")
         kill(tracer, signal.SIGINT)
         children.remove(tracer)
     finally:
@@ -525,8 +528,10 @@ def idle_run(name, tag, conns, window):
     try:
         time.sleep(0.3)
         rss0 = rss_anon_bytes(srv.pid)
-        hold = window + 2.5
-        client = start_echoc(echoc_cmd(srv.addr, conns, hold, idle=True), tag)
+        # echoc holds the connections this long once all are up; the server may accept
+        # the last ones a few seconds after echoc saw its handshakes complete.
+        hold = window + 8
+        client = start_echoc(echoc_cmd(srv.addr, conns, hold, idle=True), f"{tag}-{name}")
         held = srv.wait_for_most(conns, [client])
         time.sleep(1.0)  # banners out, the loop asleep
         held = max(held, fd_count(srv.pid) - srv.base_fds)
@@ -559,9 +564,11 @@ def active_run(name, tag, conns, period):
         rss0 = rss_anon_bytes(srv.pid)
         rate = conns / period
         t0 = time.time()
-        # echoc's clock starts at its launch: leave time for the handshakes.
-        duration = period + 10
-        client = start_echoc(echoc_cmd(srv.addr, conns, duration, rate=rate), tag)
+        # echoc's clock starts at its launch: leave time for the handshakes (a server
+        # that accepts slowly may need most of it).
+        duration = period + 15
+        client = start_echoc(echoc_cmd(srv.addr, conns, duration, rate=rate),
+                             f"{tag}-{name}")
         held = srv.wait_for_most(conns, [client], timeout=duration - period - 2)
         # The rate queue is first-come first-served: after one period every client has
         # had its turn; one more second of margin.
@@ -607,13 +614,15 @@ def held_run(name, tag, total):
                 held = fd_count(srv.pid) - srv.base_fds  # sockets held during the ping-pong
             runs.append(finish_echoc(pp))
         idle_res = [finish_echoc(p) for p in idle]
+        exited = 0 if srv.proc.poll() is None else 1
     finally:
         srv.stop()
     return {
         "held_connections": sum(r.get("connected_peak", r["connections"])
                                 for r in idle_res) + runs[0].get("connected_peak", 0),
-        "held_sockets": held,
+        "held_sockets": max(held, 0),
         "held_all_up": 1 if ok else 0,
+        "held_server_exited": exited,
         "held_pingpong_replies_per_s": statistics.median(r["replies_per_s"] for r in runs),
         "errors": sum(r["errors"] for r in runs) + sum(r["errors"] for r in idle_res),
     }
@@ -644,8 +653,9 @@ def main():
                   lambda s, t: load_run(s, t, 50, 64, DURATION, profile=profile))]
     # The same pipelined load, paced: every server sees the same arrival pattern, so the
     # lines per read (and so the per-reply CPU) no longer depend on how fast the server
-    # answered the saturated load generator. PACED_RATE must be below every compared
-    # server's capacity (the tokio peer cannot reach it: for it this is saturated too).
+    # answered the saturated load generator. PACED_RATE should be below every compared
+    # server's capacity; a server that cannot reach it is saturated here too (its
+    # replies/s shows it).
     workloads.append(("paced",
                       lambda s, t: load_run(s, t, 50, 64, DURATION, profile=profile,
                                             rate=PACED_RATE)))
@@ -680,9 +690,9 @@ def main():
                     kill_all()
         if HELD_CONNS and (not only or "held" in only):
             log(f"held connections ({time.time() - started:.0f}s)")
-            # A warm-up run, not recorded: the first run that opens ~40,000 sockets came
-            # out 10-40 % low whichever server went first (probably the kernel growing its
-            # socket caches).
+            # A warm-up run, not recorded: the first run that opens ~40,000 sockets on a
+            # machine is 10-40 % low whichever server goes first (probably the kernel
+            # growing its socket caches).
             wait_for_tcp_teardown()
             try:
                 held_run(SERVERS[0], "held-warmup", HELD_CONNS)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Medians [min-max] of every metric in a harness CSV, for whatever servers it holds,
-with each server's ratio to echod. For A/B runs (BASELINE_ECHOD, see harness.py), where
-report.py's fixed three-server table does not fit.
+with each server's ratio to echod. Made for A/B runs (BASELINE_ECHOD, see harness.py):
+the ratio base÷echod is the change between the two builds.
 
     python3 medians.py results/latest.csv [metric ...]
 """

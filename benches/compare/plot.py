@@ -14,8 +14,9 @@ import statistics
 import sys
 from collections import defaultdict
 
-SERVERS = [("echod", "#d62728"), ("c", "#1f77b4"), ("tokio", "#2ca02c")]
-LABELS = {"echod": "echod", "c": "C epoll", "tokio": "tokio"}
+SERVERS = [("echod", "#d62728"), ("c", "#1f77b4"), ("tokio", "#2ca02c"),
+           ("threads", "#9467bd")]
+LABELS = {"echod": "echod", "c": "C epoll", "tokio": "tokio", "threads": "threads"}
 W, H = 720, 440
 LEFT, RIGHT, TOP, BOTTOM = 90, 170, 50, 60
 
@@ -104,7 +105,7 @@ def main():
                        f'{statistics.median(v):.0f} ns</title></circle>')
         if pipe.get(server):
             v = pipe[server]
-            xx = x(50) + (i - 1) * 7
+            xx = x(50) + (i - (len(SERVERS) - 1) / 2) * 7
             out.append(f'<line x1="{xx:.1f}" y1="{y(min(v)):.1f}" x2="{xx:.1f}" '
                        f'y2="{y(max(v)):.1f}" stroke="{color}"/>')
             out.append(f'<rect x="{xx - 4:.1f}" y="{y(statistics.median(v)) - 4:.1f}" '

@@ -9,7 +9,7 @@
 //! then sleeps with no timeout at all. It is re-set only when the earliest deadline
 //! changes (a due timer fired, a shorter deadline such as a linger was added), not when a
 //! connection's activity pushes its own deadline back: that moves no timer at all (see
-//! [`crate::reactor::timers`]). docs/PERFORMANCE.md has the measurement.
+//! [`crate::reactor::timers`]).
 //!
 //! The timer counts on `CLOCK_MONOTONIC`, the clock `Instant` reads on Linux, and never
 //! fires early: when its event comes, `Instant::now()` has reached the deadline.

@@ -1,21 +1,36 @@
-//! The idiomatic tokio line-echo server: what a Rust user would write instead of echod.
+//! A line-echo server as a careful tokio user writes it: a peer of echod in
+//! benches/compare.
 //!
-//! A `current_thread` runtime, a `TcpListener`, one task per connection, a `BufReader`
-//! with `read_until(b'\n')`, and one `write_all` per reply. It speaks the echod protocol
-//! (banner, `OK...` + line with its terminator, the final fragment answered on
-//! half-close, then close). Deliberately nothing clever: no batching of replies, no
-//! buffer reuse tricks beyond reusing the line `Vec`, no line limit.
+//! A `current_thread` runtime, a `TcpListener`, one task per connection. Each task reads
+//! into its own buffer (4 KiB, grown up to the line limit for a longer line), appends the
+//! replies of every complete line in it to an output buffer, and writes that buffer with
+//! one `write_all` once no complete line is left: one write per read, however many lines
+//! the read brought. It speaks the same protocol subset as the C peer (line mode,
+//! defaults only):
+//!
+//! - banner `Welcome to the server. Type something and hit enter\n` on accept;
+//! - each line, terminator included, is answered `OK...` + line;
+//! - on the client's half-close, complete lines are answered, then the unterminated
+//!   fragment as `OK...` + fragment, then everything is sent and the socket closed;
+//! - a line over 65536 bytes gets `ERR line too long\n` and a close.
+//!
+//! Backpressure comes with the design: a task does not read again until its replies are
+//! written, so at most one read's replies are queued per client.
 //!
 //! Usage: `echo-tokio-peer [ADDR:]PORT` (e.g. `127.0.0.1:0`); prints
 //! `listening on 127.0.0.1:PORT` to stderr.
 
+use std::io::BufRead;
 use std::net::SocketAddr;
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 const BANNER: &[u8] = b"Welcome to the server. Type something and hit enter\n";
 const PREFIX: &[u8] = b"OK...";
+const ERR_LONG: &[u8] = b"ERR line too long\n";
+const MAX_LINE: usize = 65536;
+const IN_INITIAL: usize = 4096;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> std::io::Result<()> {
@@ -48,21 +63,63 @@ async fn main() -> std::io::Result<()> {
 
 async fn serve(mut socket: TcpStream) -> std::io::Result<()> {
     socket.set_nodelay(true)?;
-    let (reader, mut writer) = socket.split();
-    let mut reader = BufReader::new(reader);
-    writer.write_all(BANNER).await?;
-    let mut line = Vec::new();
-    let mut reply = Vec::new();
+    socket.write_all(BANNER).await?;
+    let mut input: Vec<u8> = Vec::with_capacity(IN_INITIAL);
+    let mut output: Vec<u8> = Vec::new();
     loop {
-        line.clear();
-        // Returns a line with its `\n`, or the final fragment without one, or 0 at EOF.
-        if reader.read_until(b'\n', &mut line).await? == 0 {
-            break;
+        if input.len() == input.capacity() {
+            // A long line: grow the buffer, up to one byte over the limit.
+            let cap = (input.capacity() * 2).min(MAX_LINE + 1);
+            input.reserve_exact(cap - input.len());
         }
-        reply.clear();
-        reply.extend_from_slice(PREFIX);
-        reply.extend_from_slice(&line);
-        writer.write_all(&reply).await?;
+        // Reads into the spare capacity: no zero-filling.
+        let eof = socket.read_buf(&mut input).await? == 0;
+        let close = answer(&mut input, &mut output, eof);
+        if !output.is_empty() {
+            socket.write_all(&output).await?;
+            output.clear();
+        }
+        if close {
+            return socket.shutdown().await;
+        }
     }
-    writer.shutdown().await
+}
+
+/// Appends to `output` the reply of every complete line in `input` and keeps the
+/// unterminated rest there. At `eof` the rest is answered too. Returns whether the
+/// connection is done (end of input, or a line over the limit).
+fn answer(input: &mut Vec<u8>, output: &mut Vec<u8>, eof: bool) -> bool {
+    let used = push_replies(input, output);
+    input.drain(..used);
+    if input.len() > MAX_LINE {
+        output.extend_from_slice(ERR_LONG);
+        return true;
+    }
+    if eof {
+        if !input.is_empty() {
+            output.extend_from_slice(PREFIX);
+            output.extend_from_slice(input);
+        }
+        return true;
+    }
+    false
+}
+
+/// Appends `OK...` + line for every complete line of `input`; returns the bytes used.
+/// `BufRead::read_until` on a byte slice finds each `\n` with std's word-at-a-time
+/// `memchr` and copies the line straight into `output`.
+fn push_replies(input: &[u8], output: &mut Vec<u8>) -> usize {
+    let mut rest = input;
+    loop {
+        let (mark, left) = (output.len(), rest.len());
+        output.extend_from_slice(PREFIX);
+        let n = rest
+            .read_until(b'\n', output)
+            .expect("reading a byte slice cannot fail");
+        if n == 0 || output.last() != Some(&b'\n') {
+            // No complete line left: take back the prefix and the partial line.
+            output.truncate(mark);
+            return input.len() - left;
+        }
+    }
 }
