@@ -27,16 +27,14 @@
 //! Usage: `echo-threads-peer [ADDR:]PORT` (e.g. `127.0.0.1:0`); prints
 //! `listening on 127.0.0.1:PORT` to stderr.
 
-use std::io::{self, BufRead, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
-const BANNER: &[u8] = b"Welcome to the server. Type something and hit enter\n";
-const PREFIX: &[u8] = b"OK...";
-const ERR_LONG: &[u8] = b"ERR line too long\n";
-const MAX_LINE: usize = 65536;
-const IN_INITIAL: usize = 4096;
+#[path = "../../peer_lines.rs"]
+mod peer_lines;
+use peer_lines::{push_replies, BANNER, ERR_LONG, IN_INITIAL, MAX_LINE, PREFIX};
 
 fn main() -> io::Result<()> {
     let arg = std::env::args()
@@ -131,23 +129,4 @@ fn answer(input: &mut [u8], output: &mut Vec<u8>, eof: bool) -> (usize, bool) {
     }
     input.copy_within(start.., 0);
     (rest, false)
-}
-
-/// Appends `OK...` + line for every complete line of `input`; returns the bytes used.
-/// `BufRead::read_until` on a byte slice finds each `\n` with std's word-at-a-time
-/// `memchr` and copies the line straight into `output`.
-fn push_replies(input: &[u8], output: &mut Vec<u8>) -> usize {
-    let mut rest = input;
-    loop {
-        let (mark, left) = (output.len(), rest.len());
-        output.extend_from_slice(PREFIX);
-        let n = rest
-            .read_until(b'\n', output)
-            .expect("reading a byte slice cannot fail");
-        if n == 0 || output.last() != Some(&b'\n') {
-            // No complete line left: take back the prefix and the partial line.
-            output.truncate(mark);
-            return input.len() - left;
-        }
-    }
 }
