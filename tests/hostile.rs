@@ -131,10 +131,9 @@ fn max_per_ip_counts_the_proxied_client_address() {
 fn send_timeout_closes_a_client_that_never_reads() {
     let echod = Echod::start(&["--send-timeout", "1", "--log-level", "debug"]);
     let mut good = echod.connect_greeted();
-    let mut bad = echod.connect();
-    socket2::SockRef::from(&bad)
-        .set_recv_buffer_size(4096)
-        .unwrap();
+    // Small buffers from before the connect: the window it advertises stays small, so
+    // once it stops reading the server's output makes no progress at all.
+    let mut bad = connect_small(echod.addr);
     // Write until the server stops reading us (the kernel buffers fill up): then our
     // writes block, and the server's replies sit unsent.
     bad.set_write_timeout(Some(Duration::from_millis(500)))
