@@ -1,7 +1,8 @@
 //! The line code both Rust peers share (each includes this file with `#[path]`), so that
 //! the tokio and the thread-per-client peers differ only in how they wait.
 
-use std::io::BufRead;
+use std::io::{self, BufRead};
+use std::net::SocketAddr;
 
 /// The greeting sent on connect.
 pub const BANNER: &[u8] = b"Welcome to the server. Type something and hit enter\n";
@@ -31,4 +32,19 @@ pub fn push_replies(input: &[u8], output: &mut Vec<u8>) -> usize {
             return input.len() - left;
         }
     }
+}
+
+/// The address to listen on, from the first argument: `HOST:PORT`, or a bare port on
+/// 127.0.0.1 [127.0.0.1:8888]. Parsed here, not resolved (tokio would resolve a name on
+/// its blocking pool).
+pub fn listen_addr() -> io::Result<SocketAddr> {
+    let arg = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:8888".into());
+    let arg = if arg.contains(':') {
+        arg
+    } else {
+        format!("127.0.0.1:{arg}")
+    };
+    arg.parse().map_err(io::Error::other)
 }

@@ -97,7 +97,7 @@ fn declared_function(line: &str) -> Option<String> {
     let before = line.split_once("fn ")?.0.trim();
     let qualifiers_only = before
         .split_whitespace()
-        .all(|w| w.starts_with("pub") || w == "const" || w == "unsafe");
+        .all(|w| w.starts_with("pub") || w == "const");
     if !qualifiers_only {
         return None;
     }

@@ -28,24 +28,16 @@
 //! `listening on 127.0.0.1:PORT` to stderr.
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
 #[path = "../../peer_lines.rs"]
 mod peer_lines;
-use peer_lines::{push_replies, BANNER, ERR_LONG, IN_INITIAL, MAX_LINE, PREFIX};
+use peer_lines::{listen_addr, push_replies, BANNER, ERR_LONG, IN_INITIAL, MAX_LINE, PREFIX};
 
 fn main() -> io::Result<()> {
-    let arg = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:8888".into());
-    let arg = if arg.contains(':') {
-        arg
-    } else {
-        format!("127.0.0.1:{arg}")
-    };
-    let addr: SocketAddr = arg.parse().map_err(io::Error::other)?;
+    let addr = listen_addr()?;
     let listener = TcpListener::bind(addr)?;
     eprintln!("listening on {}", listener.local_addr()?);
     let mut last_report: Option<Instant> = None;

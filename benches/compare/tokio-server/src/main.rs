@@ -20,27 +20,16 @@
 //! Usage: `echo-tokio-peer [ADDR:]PORT` (e.g. `127.0.0.1:0`); prints
 //! `listening on 127.0.0.1:PORT` to stderr.
 
-use std::net::SocketAddr;
-
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 #[path = "../../peer_lines.rs"]
 mod peer_lines;
-use peer_lines::{push_replies, BANNER, ERR_LONG, IN_INITIAL, MAX_LINE, PREFIX};
+use peer_lines::{listen_addr, push_replies, BANNER, ERR_LONG, IN_INITIAL, MAX_LINE, PREFIX};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> std::io::Result<()> {
-    let arg = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:8888".into());
-    let arg = if arg.contains(':') {
-        arg
-    } else {
-        format!("127.0.0.1:{arg}")
-    };
-    // A parsed address: binding a string would resolve it on tokio's blocking pool.
-    let addr: SocketAddr = arg.parse().map_err(std::io::Error::other)?;
+    let addr = listen_addr()?;
     let listener = TcpListener::bind(addr).await?;
     eprintln!("listening on {}", listener.local_addr()?);
     loop {
