@@ -198,22 +198,6 @@ fn idle_timeout_reaps_silent_clients_only() {
     echod.expect_log("Connected with");
 }
 
-/// An idle server does not wake up: with 100 connected silent clients and
-/// `--idle-timeout 0`, its context switches grow by (almost) nothing over 3 s.
-#[test]
-fn idle_server_does_not_wake_up() {
-    let echod = Echod::start(&["--idle-timeout", "0"]);
-    let clients: Vec<TcpStream> = (0..100).map(|_| echod.connect_greeted()).collect();
-    // Let the last ACKs land, then measure.
-    std::thread::sleep(Duration::from_millis(200));
-    let before = echod.ctxt_switches();
-    std::thread::sleep(Duration::from_secs(3));
-    let woke = echod.ctxt_switches() - before;
-    eprintln!("{woke} context switches in 3 s with 100 idle clients");
-    assert!(woke <= 3, "{woke} context switches in 3 s while idle");
-    drop(clients);
-}
-
 /// Slowloris: 20 clients each sending one byte every 200 ms and never a newline do not
 /// slow anyone else down, and each is answered once its line ends.
 #[test]

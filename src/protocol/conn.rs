@@ -559,12 +559,13 @@ impl Connection {
         self.deadline = self.deadline.min(now.after(p.linger));
     }
 
-    /// The clock says `now`. If our deadline has come, act on it: nothing was read or
-    /// written for the idle timeout (or the PROXY header did not come, or, while
-    /// lingering, the client never sent its FIN). Before the deadline (a timer armed for
-    /// an earlier deadline that activity has since pushed back) this does nothing.
+    /// The clock says `now`. If our deadline has passed ([`Tick::has_passed`]), act on
+    /// it: nothing was read or written for the idle timeout (or the PROXY header did
+    /// not come, or, while lingering, the client never sent its FIN). Before that (a
+    /// timer armed for an earlier deadline that activity has since pushed back) this
+    /// does nothing.
     pub fn handle_timeout(&mut self, p: &Rules, now: Tick) {
-        if now >= self.send_deadline && self.pending() > 0 {
+        if self.send_deadline.has_passed(now) && self.pending() > 0 {
             // The client has not taken a byte of its replies for the send timeout. It
             // does not read, so there is no one to tell why.
             self.send_deadline = Tick::NEVER;
@@ -572,7 +573,7 @@ impl Connection {
             self.set_state(State::Closed);
             return;
         }
-        if now < self.deadline {
+        if !self.deadline.has_passed(now) {
             return;
         }
         // Whatever happens next gets a fresh deadline, so that a client that does not

@@ -9,6 +9,11 @@ use std::time::Duration;
 
 /// A point in time, in whole milliseconds since the loop started.
 ///
+/// A tick stands for the whole millisecond that starts at it, and the clock rounds down:
+/// a deadline computed from a tick (`now.after(d)`) can lie up to 1 ms before the true
+/// one. So a deadline counts as reached only once the clock reads a *later* tick
+/// ([`Tick::has_passed`]): a timeout may fire up to a millisecond late, never early.
+///
 /// Half the size of an `Instant`, which matters because every connection keeps a few;
 /// and [`Tick::NEVER`] means "no deadline" without the 8 bytes an `Option` would add.
 /// Milliseconds are as fine as epoll's own timeout, and a `u64` of them lasts longer
@@ -45,6 +50,13 @@ impl Tick {
         d.map_or(Tick::NEVER, |d| self.after(d))
     }
 
+    /// True when the clock reading `now` is past this deadline: the deadline's whole
+    /// millisecond is over, so however the tick was rounded, the true deadline has come.
+    /// [`Tick::NEVER`] never passes.
+    pub fn has_passed(self, now: Tick) -> bool {
+        self < now
+    }
+
     /// This tick, or `None` for [`Tick::NEVER`].
     pub fn get(self) -> Option<Tick> {
         (self != Tick::NEVER).then_some(self)
@@ -65,5 +77,17 @@ mod tests {
         assert_eq!(t0.after_opt(None), Tick::NEVER);
         assert_eq!(Tick::NEVER.get(), None);
         assert_eq!(t0.get(), Some(t0));
+    }
+
+    #[test]
+    fn a_deadline_passes_only_once_its_millisecond_is_over() {
+        let deadline = Tick(2005);
+        assert!(!deadline.has_passed(Tick(2004)));
+        assert!(
+            !deadline.has_passed(Tick(2005)),
+            "the true deadline may be later in it"
+        );
+        assert!(deadline.has_passed(Tick(2006)));
+        assert!(!Tick::NEVER.has_passed(Tick(u64::MAX - 1)));
     }
 }

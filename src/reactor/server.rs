@@ -347,6 +347,7 @@ impl Server {
         }
         self.now = Instant::now();
         self.tick = self.clock.tick(self.now);
+        self.stats.loop_wakeups += 1;
         trace!("poll: woke with {} events", events.iter().count());
         Ok((owed, listeners_owed))
     }
@@ -355,10 +356,10 @@ impl Server {
     /// deadline, the accept retry, the `--max-memory` eviction, the status report, open
     /// scrapes (`--metrics`) and the upgrade check (SIGUSR2).
     /// `None` when nothing is due, so an idle server makes no wakeups at all.
-    fn next_deadline(&self) -> Option<Instant> {
+    fn next_deadline(&mut self) -> Option<Instant> {
         waypoint("next_deadline");
         [
-            self.timers.next_deadline().map(|t| self.clock.instant(t)),
+            self.earliest_deadline().map(|t| self.clock.passed_at(t)),
             self.drain_deadline,
             self.accept_retry,
             self.memory_deadline(),
@@ -370,6 +371,32 @@ impl Server {
         .into_iter()
         .flatten()
         .min()
+    }
+
+    /// The earliest live connection deadline. The heap is lazy (see
+    /// [`crate::reactor::timers`]), so we first make its earliest timer true: a timer
+    /// whose connection is gone (or has a newer timer) is dropped, and one whose
+    /// connection's deadline was pushed back is moved to the real deadline. So the alarm
+    /// is only ever set for a deadline that can fire, and with no connection open none
+    /// is set, whatever closed before.
+    fn earliest_deadline(&mut self) -> Option<Tick> {
+        while let Some(timer) = self.timers.peek() {
+            let entry = self.conns.get_mut(timer.key);
+            let Some(entry) = entry.filter(|e| e.serial == timer.serial && e.armed == timer.at)
+            else {
+                self.timers.pop(); // Its connection is gone, or was re-armed since.
+                continue;
+            };
+            if entry.conn.poll_timeout().is_some_and(|at| at <= timer.at) {
+                return Some(timer.at);
+            }
+            // Activity pushed the deadline back (or removed it) since this timer was
+            // armed: one heap operation now instead of a wakeup at the old time.
+            self.timers.pop();
+            entry.armed = Tick::NEVER;
+            arm_timer(&mut self.timers, timer.key, entry);
+        }
+        None
     }
 
     /// A connection's socket changed readiness: note what it may do now, and visit it.
@@ -537,7 +564,11 @@ impl Server {
                 continue; // A stale entry: its connection is gone or re-armed since.
             }
             entry.armed = Tick::NEVER;
-            if entry.conn.poll_timeout().is_some_and(|at| at <= self.tick) {
+            if entry
+                .conn
+                .poll_timeout()
+                .is_some_and(|at| at.has_passed(self.tick))
+            {
                 trace!("{}: deadline reached", entry.peer);
                 entry.conn.handle_timeout(&self.rules, self.tick);
                 self.visit(timer.key);

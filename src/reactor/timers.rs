@@ -8,18 +8,26 @@
 //! when nothing is due, which is exactly what an idle daemon must not do. A heap costs
 //! O(log n) per insert, and we insert rarely, because deadlines are pushed back *lazily*:
 //! activity on a connection only moves a number in the connection's entry (no heap
-//! operation, no syscall). When a heap entry comes due, the loop compares it with the
-//! connection's current deadline and either fires or re-inserts it once. So each
-//! connection costs at most one heap operation per timeout period, however busy it is.
+//! operation, no syscall). So each connection costs at most one heap operation per
+//! timeout period, however busy it is.
 //!
-//! A heap entry can outlive its connection, and the slab key may be reused by a new
-//! one; the `serial` (unique per connection for the life of the process) tells the
-//! loop that such an entry is stale. Stale entries would pile up under connection churn
-//! (every short-lived connection leaves one, due only after the idle timeout), so the
-//! loop sweeps them out with [`Timers::retain`] once the heap holds more than twice the
-//! live connections plus a slack of 1024: it stays within a constant factor of the live
-//! connections, and
-//! each sweep is paid for by the closes that made it necessary.
+//! Lazy means a heap entry can be out of date: its connection's deadline was pushed
+//! back, or the connection is gone (and its slab key perhaps reused by a new one; the
+//! `serial`, unique per connection for the life of the process, tells them apart). Such
+//! an entry must never wake the loop: an idle server with no connection open has to
+//! sleep with no alarm set, whatever closed before. So before the loop sets its alarm it
+//! looks at the earliest entry ([`Timers::peek`]) and, while that one is out of date,
+//! drops it ([`Timers::pop`]) or re-inserts it at the connection's real deadline
+//! (see `Server::earliest_deadline`). Entries out of date deeper in the heap cost only
+//! memory, and would pile up under connection churn (every short-lived connection
+//! leaves one), so the loop sweeps them out with [`Timers::retain`] once the heap holds
+//! more than twice the live connections plus a slack of 1024: it stays within a
+//! constant factor of the live connections, and each sweep is paid for by the closes
+//! that made it necessary.
+//!
+//! A deadline is due once the clock's tick is past it ([`Tick::has_passed`]), and the
+//! alarm for it rings at the first instant that is so ([`Clock::passed_at`]): ticks are
+//! rounded down, so this is what keeps a timeout from firing early.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -48,9 +56,10 @@ impl Clock {
         Tick::from_millis(u64::try_from(ms).unwrap_or(u64::MAX - 1))
     }
 
-    /// The instant of `tick` (for the alarm).
-    pub fn instant(&self, tick: Tick) -> Instant {
-        self.start + Duration::from_millis(tick.as_millis())
+    /// The first instant at which the deadline `tick` has passed (for the alarm): the
+    /// end of its millisecond, when [`Clock::tick`] reads the next one.
+    pub fn passed_at(&self, tick: Tick) -> Instant {
+        self.start + Duration::from_millis(tick.as_millis().saturating_add(1))
     }
 }
 
@@ -89,15 +98,20 @@ impl Timers {
         self.heap.push(Reverse(Timer { at, key, serial }));
     }
 
-    /// The earliest scheduled deadline, if any: when the loop's alarm must ring.
-    pub fn next_deadline(&self) -> Option<Tick> {
-        self.heap.peek().map(|Reverse(t)| t.at)
+    /// The earliest scheduled timer, if any (live or out of date: the caller checks).
+    pub fn peek(&self) -> Option<Timer> {
+        self.heap.peek().map(|Reverse(t)| *t)
     }
 
-    /// Removes and returns one timer that is due at `now`, earliest first.
+    /// Removes the earliest scheduled timer.
+    pub fn pop(&mut self) -> Option<Timer> {
+        self.heap.pop().map(|Reverse(t)| t)
+    }
+
+    /// Removes and returns one timer whose deadline has passed at `now`, earliest first.
     pub fn pop_due(&mut self, now: Tick) -> Option<Timer> {
         match self.heap.peek() {
-            Some(Reverse(t)) if t.at <= now => self.heap.pop().map(|Reverse(t)| t),
+            Some(Reverse(t)) if t.at.has_passed(now) => self.pop(),
             _ => None,
         }
     }
@@ -123,10 +137,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_clock_turns_instants_into_ticks_and_back() {
+    fn the_alarm_for_a_tick_rings_when_the_clock_reads_the_next() {
         let clock = Clock::new();
         let t = Tick::from_millis(5);
-        assert_eq!(clock.tick(clock.instant(t)), t);
+        assert_eq!(clock.tick(clock.passed_at(t)), Tick::from_millis(6));
+        assert!(t.has_passed(clock.tick(clock.passed_at(t))));
+    }
+
+    /// A deadline `d` after any instant, computed from that instant's tick as the
+    /// connections do, is never reached before `d` has really gone by.
+    #[test]
+    fn a_deadline_never_passes_before_its_time() {
+        let clock = Clock::new();
+        let d = Duration::from_millis(3);
+        for micros in (0..5_000).step_by(37) {
+            let activity = clock.start + Duration::from_micros(micros);
+            let deadline = clock.tick(activity).after(d);
+            let rings = clock.passed_at(deadline);
+            assert!(
+                rings >= activity + d,
+                "{micros} µs: rings {:?} early",
+                activity + d - rings
+            );
+            assert!(
+                rings < activity + d + Duration::from_millis(2),
+                "{micros} µs: late"
+            );
+            // Any instant before the true deadline reads a tick the deadline has not passed.
+            let just_before = activity + d - Duration::from_micros(1);
+            assert!(!deadline.has_passed(clock.tick(just_before)), "{micros} µs");
+        }
     }
 
     #[test]
@@ -138,13 +178,19 @@ mod tests {
         timers.schedule(at(3), 3, 30);
         timers.schedule(at(1), 1, 10);
         timers.schedule(at(2), 2, 20);
-        assert_eq!(timers.next_deadline(), Some(at(1)));
+        assert_eq!(timers.peek().map(|t| t.at), Some(at(1)));
         assert_eq!(timers.pop_due(t0), None);
-        let due: Vec<usize> = std::iter::from_fn(|| timers.pop_due(at(2)))
-            .map(|t| t.key)
-            .collect();
+        assert_eq!(
+            timers.pop_due(at(1)),
+            None,
+            "not within its own millisecond"
+        );
+        let due: Vec<usize> =
+            std::iter::from_fn(|| timers.pop_due(at(2).after(Duration::from_millis(1))))
+                .map(|t| t.key)
+                .collect();
         assert_eq!(due, [1, 2]);
         assert_eq!(timers.len(), 1);
-        assert_eq!(timers.next_deadline(), Some(at(3)));
+        assert_eq!(timers.peek().map(|t| t.key), Some(3));
     }
 }

@@ -316,13 +316,18 @@ mod timeouts {
     use crate::protocol::tick::Tick;
     use std::time::Duration;
 
+    /// The first clock reading past the deadline `at` (when a timer armed for it fires).
+    pub(super) fn past(at: Tick) -> Tick {
+        at.after(Duration::from_millis(1))
+    }
+
     /// The connection's deadline comes: what the reactor does when its timer fires.
     pub(super) fn time_out(p: &Rules, c: &mut Connection) {
         if c.poll_timeout().is_none() {
             c.handle_activity(p, Tick::from_millis(0));
         }
         let at = c.poll_timeout().expect("a deadline");
-        c.handle_timeout(p, at);
+        c.handle_timeout(p, past(at));
     }
 
     #[test]
@@ -342,9 +347,12 @@ mod timeouts {
         c.handle_activity(&p, t1);
         assert_eq!(c.poll_timeout(), Some(t1.after(idle)));
         // A timer armed for the old deadline fires early: nothing happens.
-        c.handle_timeout(&p, t0.after(idle));
+        c.handle_timeout(&p, past(t0.after(idle)));
         assert_eq!(c.state(), State::Open);
+        // At the deadline's own tick it may not have come yet: nothing happens either.
         c.handle_timeout(&p, t1.after(idle));
+        assert_eq!(c.state(), State::Open);
+        c.handle_timeout(&p, past(t1.after(idle)));
         assert_eq!(c.state(), State::Flushing);
     }
 
@@ -376,14 +384,14 @@ mod timeouts {
         let (_, mut c) = run(&p, &[b"partial"], false);
         let t0 = Tick::from_millis(0);
         c.handle_activity(&p, t0);
-        let t1 = t0.after(p.idle_timeout.unwrap());
+        let t1 = past(t0.after(p.idle_timeout.unwrap()));
         c.handle_timeout(&p, t1);
         assert_eq!(drain(&p, &mut c), ERR_IDLE_TIMEOUT);
         assert_eq!(c.state(), State::Lingering);
         c.handle_fin_sent(&p, t1);
         c.handle_activity(&p, t1.after(Duration::from_secs(1)));
         assert_eq!(c.poll_timeout(), Some(t1.after(p.linger)));
-        c.handle_timeout(&p, t1.after(p.linger));
+        c.handle_timeout(&p, past(t1.after(p.linger)));
         assert!(c.is_closed());
     }
 
@@ -1031,6 +1039,11 @@ mod send_timeout {
         let due = t1.after(Duration::from_secs(60));
         assert_eq!(c.poll_timeout(), Some(due));
         c.handle_timeout(&p, due);
+        assert!(
+            !c.is_closed(),
+            "not before the deadline's millisecond is over"
+        );
+        c.handle_timeout(&p, timeouts::past(due));
         assert!(c.is_closed());
         assert_eq!(c.close_reason(), Some(CloseReason::SendTimeout));
     }

@@ -136,6 +136,10 @@ const OUT_OF_FDS: Family = counter(
     "echod_out_of_fds_episodes_total",
     "Times accept had to wait: out of file descriptors or kernel memory (one per episode).",
 );
+const WAKEUPS: Family = counter(
+    "echod_loop_wakeups_total",
+    "Times the event loop returned from poll (0 more while idle with nothing scheduled).",
+);
 const LOG_DROPPED: Family = counter(
     "echod_log_lines_dropped_total",
     "Log lines dropped because stderr failed or was full.",
@@ -169,6 +173,7 @@ pub fn render(stats: &Stats, snapshot: &Snapshot, out: &mut Vec<u8>) {
     single(out, SENT, stats.bytes_out);
     single(out, BUFFERED, s.buffered_bytes);
     single(out, OUT_OF_FDS, stats.out_of_fds_episodes);
+    single(out, WAKEUPS, stats.loop_wakeups);
     single(out, LOG_DROPPED, s.log_lines_dropped);
     single(out, STARTED, s.start_time_seconds);
     header(out, BUILD);
@@ -243,8 +248,8 @@ mod tests {
             }
         }
         assert!(text.ends_with('\n'));
-        assert_eq!(kind.len(), 14);
-        assert_eq!(samples, 5 + CloseReason::ALL.len() + 13);
+        assert_eq!(kind.len(), 15);
+        assert_eq!(samples, 5 + CloseReason::ALL.len() + 14);
     }
 
     /// The counters and the snapshot land in the samples that name them, byte for byte.
