@@ -13,6 +13,9 @@ use std::time::Duration;
 
 use lexopt::ValueExt;
 
+pub mod timings;
+pub use timings::Timings;
+
 /// The address we listen on when no `--listen` is given: loopback only, because
 /// binding all interfaces should always be an explicit choice.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8888";
@@ -95,6 +98,8 @@ pub struct Config {
     /// The binary SIGUSR2 replaces us with (`--upgrade-binary`); `None`: the one we were
     /// started from, as resolved at start-up (see `reactor::upgrade`).
     pub upgrade_binary: Option<PathBuf>,
+    /// The loop's fixed delays (not flags; see [`timings`]).
+    pub timings: Timings,
 }
 
 impl Default for Config {
@@ -119,6 +124,7 @@ impl Default for Config {
             proxy_protocol: false,
             metrics: None,
             upgrade_binary: None,
+            timings: Timings::default(),
         }
     }
 }

@@ -154,7 +154,7 @@ fn a_client_that_never_reads_is_pushed_back_not_buffered() {
         std::thread::spawn(move || {
             flood(
                 &mut writer_side,
-                Duration::from_secs(2),
+                Duration::from_secs(1),
                 256 << 20,
                 Some(&sent),
             )
@@ -215,7 +215,7 @@ fn a_reset_in_the_middle_of_replies_disturbs_nobody() {
     let mut bystander = echod.connect_greeted();
     let mut hog = echod.connect_greeted();
     let hog_addr = hog.local_addr().unwrap();
-    let flooded = flood(&mut hog, Duration::from_secs(1), 64 << 20, None);
+    let flooded = flood(&mut hog, Duration::from_millis(300), 64 << 20, None);
     assert!(flooded.bytes > 100 * FLOOD_LINE_LEN);
     // Take a few replies, so the reset lands mid-stream.
     let first: Vec<u8> = (0..100)
@@ -242,7 +242,7 @@ fn closing_with_unread_replies_disturbs_nobody() {
     let mut bystander = echod.connect_greeted();
     let mut hog = echod.connect_greeted();
     let hog_addr = hog.local_addr().unwrap();
-    flood(&mut hog, Duration::from_secs(1), 64 << 20, None);
+    flood(&mut hog, Duration::from_millis(300), 64 << 20, None);
     drop(hog);
     echod
         .wait_for_log(&format!("closed {hog_addr}:"), TIMEOUT)

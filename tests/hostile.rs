@@ -5,7 +5,7 @@ mod util;
 
 use std::io::Write;
 use std::net::TcpStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use util::*;
 
@@ -156,10 +156,14 @@ fn send_timeout_closes_a_client_that_never_reads() {
 
 /// `--max-memory 1 MiB` with clients that send far more than they read: the largest
 /// are paused, then closed with `ERR out of memory` (after every reply they had
-/// queued), while a well-behaved client keeps being served.
+/// queued), while a well-behaved client keeps being served. (Paused clients have 1 s to
+/// drain before the eviction; the test shortens that to 200 ms.)
 #[test]
 fn max_memory_pauses_then_evicts_the_largest_clients() {
-    let echod = Echod::start(&["--max-memory", "1048576", "--log-level", "debug"]);
+    let echod = Echod::start_timed(
+        &["--max-memory", "1048576", "--log-level", "debug"],
+        "evict-after=200",
+    );
     let mut good = echod.connect_greeted();
     let line = [b'y'; 1023]
         .iter()
@@ -167,35 +171,40 @@ fn max_memory_pauses_then_evicts_the_largest_clients() {
         .copied()
         .collect::<Vec<u8>>();
     let mut hogs: Vec<TcpStream> = (0..24).map(|_| connect_small(echod.addr)).collect();
-    for hog in &mut hogs {
-        hog.set_write_timeout(Some(Duration::from_millis(200)))
-            .unwrap();
-        // Until the server stops reading us: our replies fill its buffers.
-        for _ in 0..8192 {
-            if hog.write_all(&line).is_err() {
-                break;
-            }
+    for hog in &hogs {
+        hog.set_nonblocking(true).unwrap();
+    }
+    // Until the server stops reading us: our replies fill its buffers. Each round
+    // writes what the kernel takes, then waits a little for the server's word.
+    let deadline = Instant::now() + TIMEOUT;
+    while echod
+        .wait_for_log("over --max-memory", Duration::from_millis(10))
+        .is_none()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "never over --max-memory:\n{}",
+            echod.log()
+        );
+        for hog in &mut hogs {
+            while hog.write(&line).is_ok_and(|n| n > 0) {}
         }
     }
-    echod.expect_log("over --max-memory");
     assert_echoes(&mut good, &["served while others are paused"]);
     echod.expect_log("(out of memory)");
     assert_echoes(&mut good, &["served after the eviction"]);
+    // The evicted ones get the replies they had queued, then the error, then a FIN.
+    let log = echod.log();
     let mut evicted = 0;
     for hog in &mut hogs {
-        hog.set_read_timeout(Some(Duration::from_millis(300)))
-            .unwrap();
-        let mut got = Vec::new();
-        let mut buf = vec![0; 1 << 16];
-        while let Ok(n) = std::io::Read::read(hog, &mut buf) {
-            if n == 0 {
-                break;
-            }
-            got.extend_from_slice(&buf[..n]);
+        let me = hog.local_addr().unwrap();
+        if !log.contains(&format!("closing {me}: it holds")) {
+            continue;
         }
-        if got.ends_with(b"ERR out of memory\n") {
-            evicted += 1;
-        }
+        hog.set_nonblocking(false).unwrap();
+        let got = read_to_fin(hog);
+        assert!(got.ends_with(b"ERR out of memory\n"), "{me} got no error");
+        evicted += 1;
     }
     assert!(evicted > 0, "no client was told it was out of memory");
     let rss_kb = echod.proc_status("VmRSS");

@@ -254,7 +254,7 @@ fn sigterm_ends_idle_connections_with_fin() {
 fn drain_timeout_bounds_the_shutdown() {
     let mut echod = Echod::start(&["--drain-timeout", "1"]);
     let mut hog = echod.connect_greeted();
-    let flooded = flood(&mut hog, Duration::from_secs(1), 256 << 20, None);
+    let flooded = flood(&mut hog, Duration::from_millis(300), 256 << 20, None);
     assert!(flooded.blocked, "the flood never blocked");
     let t0 = Instant::now();
     echod.signal("TERM");
@@ -277,7 +277,7 @@ fn drain_timeout_bounds_the_shutdown() {
 fn second_sigterm_exits_at_once() {
     let mut echod = Echod::start(&["--drain-timeout", "60"]);
     let mut hog = echod.connect_greeted();
-    let flooded = flood(&mut hog, Duration::from_secs(1), 256 << 20, None);
+    let flooded = flood(&mut hog, Duration::from_millis(300), 256 << 20, None);
     assert!(flooded.blocked, "the flood never blocked");
     echod.signal("TERM");
     assert!(

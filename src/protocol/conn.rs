@@ -109,14 +109,6 @@ pub struct Rules {
     pub linger: Duration,
 }
 
-/// How long a new connection may take to send its PROXY header. Short: a proxy sends it
-/// at once, and a client that does not is not talking to us right.
-pub const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// How long we wait for a client's FIN after sending ours. Long enough for a client that
-/// is reading its last replies, short enough that one that never closes costs little.
-pub const LINGER: Duration = Duration::from_secs(2);
-
 impl Rules {
     /// The rules described by a [`Config`].
     pub fn from_config(config: &Config) -> Rules {
@@ -150,8 +142,8 @@ impl Rules {
             proxy_protocol: config.proxy_protocol,
             idle_timeout: config.idle_timeout,
             send_timeout: config.send_timeout,
-            proxy_header_timeout: PROXY_HEADER_TIMEOUT,
-            linger: LINGER,
+            proxy_header_timeout: config.timings.proxy_header,
+            linger: config.timings.linger,
         }
     }
 }

@@ -9,7 +9,7 @@
 //! 1. **Pause.** The connections holding the most (together at least half the total)
 //!    stop being read. Nothing more comes in from them, and what they hold drains as
 //!    their clients read their replies. Everyone else is served as usual.
-//! 2. **Evict.** If the total is still over the limit [`EVICT_AFTER`] later, the largest
+//! 2. **Evict.** If the total is still over the limit [`Timings::evict_after`](crate::config::Timings::evict_after) later, the largest
 //!    connections are closed with `ERR out of memory` until the total is under it.
 //!
 //! When the total falls to 7/8 of the limit, the paused connections are read again
@@ -23,17 +23,17 @@ use crate::protocol::conn::{CloseReason, ERR_OUT_OF_MEMORY};
 use crate::reactor::server::Server;
 use crate::waypoint;
 
-/// How long paused connections have to drain before the largest are closed.
-pub const EVICT_AFTER: Duration = Duration::from_secs(1);
-
 /// The loop's memory bookkeeping.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Memory {
     /// The sum of every live connection's charge (its buffers' capacity).
     pub total: usize,
     /// Over the limit since this instant: paused connections, eviction due at
-    /// `since + EVICT_AFTER`.
+    /// `since + evict_after`.
     pub pressure_since: Option<Instant>,
+    /// How long paused connections have to drain before the largest are closed
+    /// ([`Timings::evict_after`](crate::config::Timings::evict_after)).
+    pub evict_after: Duration,
 }
 
 impl Server {
@@ -61,7 +61,9 @@ impl Server {
                 self.memory.pressure_since = Some(self.now);
                 self.pause_largest();
             }
-            Some(since) if self.memory.total > limit && self.now >= since + EVICT_AFTER => {
+            Some(since)
+                if self.memory.total > limit && self.now >= since + self.memory.evict_after =>
+            {
                 self.evict_largest();
                 self.memory.pressure_since = Some(self.now);
             }
@@ -79,7 +81,8 @@ impl Server {
 
     /// When the loop must next look at memory (the eviction deadline), if under pressure.
     pub(super) fn memory_deadline(&self) -> Option<Instant> {
-        self.memory.pressure_since.map(|since| since + EVICT_AFTER)
+        let evict_after = self.memory.evict_after;
+        self.memory.pressure_since.map(|since| since + evict_after)
     }
 
     /// Live connection keys, largest charge first.

@@ -182,7 +182,7 @@ impl Server {
             info!("socket activation: {} inherited listeners", listeners.len());
         }
         let poll = Poll::new()?;
-        let metrics = Metrics::open(config.metrics, poll.registry())?;
+        let metrics = Metrics::open(config.metrics, config.timings.scrape, poll.registry())?;
         Server::assemble(config, poll, listeners, metrics)
     }
 
@@ -216,7 +216,11 @@ impl Server {
             max_connections: super::accept::clamp_to_fd_limit(config.max_connections),
             max_per_ip: config.max_per_ip,
             max_memory: config.max_memory,
-            memory: Memory::default(),
+            memory: Memory {
+                total: 0,
+                pressure_since: None,
+                evict_after: config.timings.evict_after,
+            },
             per_ip: HashMap::new(),
             drain_timeout: config.drain_timeout,
             scratch: vec![0; SCRATCH_SIZE].into_boxed_slice(),

@@ -37,10 +37,20 @@ impl Echod {
     /// Starts `echod` with `args`, adding `--listen 127.0.0.1:0` unless the args name a
     /// listen address, and waits until it logs where it listens.
     pub fn start(args: &[&str]) -> Echod {
+        Echod::start_timed(args, "")
+    }
+
+    /// Starts `echod` like [`Echod::start`], with the loop's fixed delays shortened as
+    /// `timings` says (`ECHOD_TEST_TIMINGS`, e.g. `scrape=500`), so that a test of a
+    /// 10 s timeout need not wait 10 s.
+    pub fn start_timed(args: &[&str], timings: &str) -> Echod {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_echod"));
         cmd.args(args);
         if !args.contains(&"--listen") {
             cmd.args(["--listen", "127.0.0.1:0"]);
+        }
+        if !timings.is_empty() {
+            cmd.env("ECHOD_TEST_TIMINGS", timings);
         }
         Echod::spawn(cmd)
     }
@@ -574,5 +584,42 @@ impl Echod {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+}
+
+impl Echod {
+    /// The `loop_wakeups` counter, read from a SIGUSR1 summary: waits until the loop is
+    /// back asleep in `poll` (so that every signal costs the same), signals, and waits
+    /// for the new `stats:` line.
+    pub fn usr1_wakeups(&self) -> u64 {
+        let n = self.count_log("stats: accepted=") + 1;
+        assert!(self.wait_proc_state('S', TIMEOUT), "echod never slept");
+        self.signal("USR1");
+        self.expect_log_count("stats: accepted=", n);
+        let log = self.log();
+        let line = log
+            .lines()
+            .filter(|l| l.contains("stats: accepted="))
+            .nth(n - 1)
+            .expect("the new stats line");
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix("loop_wakeups="))
+            .unwrap_or_else(|| panic!("no loop_wakeups in {line}"))
+            .parse()
+            .expect("a number")
+    }
+
+    /// How often the loop woke during `span` with nothing to do from the outside,
+    /// not counting the SIGUSR1s that read the counter: one pair of summaries measures
+    /// what a signal costs (on Linux 2: `epoll_wait` returns EINTR, then the signal's
+    /// event), a third comes after the span.
+    pub fn idle_wakeups(&self, span: Duration) -> u64 {
+        let first = self.usr1_wakeups();
+        let before = self.usr1_wakeups();
+        let cost = before - first;
+        assert!((1..=2).contains(&cost), "one SIGUSR1 cost {cost} wakeups");
+        std::thread::sleep(span); // The span in which nothing may happen.
+        let after = self.usr1_wakeups();
+        after - before - cost
     }
 }

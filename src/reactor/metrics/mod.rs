@@ -26,7 +26,7 @@
 //!   [`Entry`] and [`transfer`](crate::reactor::io::transfer) about one protocol.
 //!
 //! Scrapes have their own small limits instead: [`MAX_SCRAPES`] at once (one more gets
-//! 503), a request head of at most [`http::MAX_HEAD`] bytes (431), and [`SCRAPE_TIMEOUT`]
+//! 503), a request head of at most [`http::MAX_HEAD`] bytes (431), and [`Timings::scrape`](crate::config::Timings::scrape)
 //! for the whole exchange. The deadline feeds the loop's alarm only while a scrape is
 //! open, so an idle daemon still sleeps.
 //!
@@ -66,11 +66,6 @@ const SCRAPE_BASE: usize = usize::MAX / 2 + 1;
 /// servers, a `curl` or two and a health check fit easily.
 pub const MAX_SCRAPES: usize = 64;
 
-/// A scrape connection is closed this long after it was accepted, whatever step it is
-/// in: a scraper that connects and says nothing (or never reads) cannot keep its slot.
-/// Prometheus's own scrape timeout defaults to 10 s too.
-pub const SCRAPE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// The metrics listener's `listen()` backlog: scrapers come one at a time.
 const BACKLOG: u32 = 64;
 
@@ -96,6 +91,9 @@ pub struct Metrics {
     next_deadline: Option<Instant>,
     /// When the process started, in seconds since the Unix epoch.
     start_time_seconds: u64,
+    /// A scrape connection is closed this long after it was accepted, whatever step it
+    /// is in ([`Timings::scrape`](crate::config::Timings::scrape)).
+    scrape_timeout: Duration,
 }
 
 /// Where a scrape connection is in its life.
@@ -128,13 +126,17 @@ struct Scrape {
     sent: usize,
     /// Bytes read and dropped while lingering.
     lingered: usize,
-    /// When the loop closes it, done or not ([`SCRAPE_TIMEOUT`] after the accept).
+    /// When the loop closes it, done or not (`scrape_timeout` after the accept).
     deadline: Instant,
 }
 
 impl Metrics {
     /// Binds and registers the metrics listener when `addr` is set (`--metrics`).
-    pub fn open(addr: Option<SocketAddr>, registry: &Registry) -> io::Result<Option<Metrics>> {
+    pub fn open(
+        addr: Option<SocketAddr>,
+        scrape_timeout: Duration,
+        registry: &Registry,
+    ) -> io::Result<Option<Metrics>> {
         let Some(addr) = addr else {
             return Ok(None);
         };
@@ -155,6 +157,7 @@ impl Metrics {
             scrapes: Slots::new(),
             next_deadline: None,
             start_time_seconds,
+            scrape_timeout,
         }))
     }
 
@@ -163,6 +166,7 @@ impl Metrics {
     pub fn adopt(
         mut listener: TcpListener,
         start_time_seconds: u64,
+        scrape_timeout: Duration,
         registry: &Registry,
     ) -> io::Result<Metrics> {
         registry.register(&mut listener, LISTENER, Interest::READABLE)?;
@@ -172,6 +176,7 @@ impl Metrics {
             scrapes: Slots::new(),
             next_deadline: None,
             start_time_seconds,
+            scrape_timeout,
         })
     }
 
@@ -241,7 +246,7 @@ impl Metrics {
             response: Vec::new(),
             sent: 0,
             lingered: 0,
-            deadline: now + SCRAPE_TIMEOUT,
+            deadline: now + self.scrape_timeout,
         });
     }
 }

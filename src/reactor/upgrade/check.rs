@@ -12,7 +12,8 @@
 //! reported by SIGCHLD through the signal pipe. We need both before we decide: end of
 //! output alone does not mean the process exited (it may close stdout and go on), and
 //! its exit alone does not mean we have read all it wrote. A check that does not
-//! finish within [`CHECK_TIMEOUT`] is killed. Every child is reaped: one that is
+//! finish within [`Timings::upgrade_check`](crate::config::Timings::upgrade_check)
+//! (5 s: it only has to print a line; that allows for a cold disk) is killed. Every child is reaped: one that is
 //! killed goes on a list that each SIGCHLD looks at, so no zombie is left behind and
 //! the loop never blocks in `wait`.
 
@@ -26,10 +27,6 @@ use mio::unix::pipe::Receiver;
 use mio::{Interest, Registry, Token};
 
 use crate::io_errors::{interrupted, would_block};
-
-/// How long the new binary may take to answer `--resume-formats`. It only has to
-/// print a line; five seconds allows for a cold disk.
-pub const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The longest answer we read. A real one is a few short lines; a binary that prints
 /// more is not echod.
@@ -63,6 +60,8 @@ pub struct Check {
     broken: Option<String>,
     /// When we stop waiting and kill it.
     deadline: Instant,
+    /// How long it was given (for the log).
+    timeout: Duration,
 }
 
 impl Check {
@@ -72,6 +71,7 @@ impl Check {
         registry: &Registry,
         token: Token,
         now: Instant,
+        timeout: Duration,
     ) -> io::Result<Check> {
         let mut child = Command::new(binary)
             .arg("--resume-formats")
@@ -110,7 +110,8 @@ impl Check {
             stdout,
             answer: Vec::new(),
             broken: None,
-            deadline: now + CHECK_TIMEOUT,
+            deadline: now + timeout,
+            timeout,
         })
     }
 
@@ -203,9 +204,9 @@ impl Check {
             let _ = registry.deregister(&mut stdout);
         }
         let why = format!(
-            "{} --resume-formats did not answer within {}s; killed it",
+            "{} --resume-formats did not answer within {:?}; killed it",
             self.binary.display(),
-            CHECK_TIMEOUT.as_secs()
+            self.timeout
         );
         (why, self.into_remains())
     }

@@ -7,7 +7,7 @@ use std::io;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use log::{error, info, warn};
 
@@ -30,6 +30,8 @@ pub struct Upgrade {
     due: bool,
     /// Checks we killed, until they are reaped.
     dying: Vec<Child>,
+    /// How long a check may take ([`Timings::upgrade_check`](crate::config::Timings::upgrade_check)).
+    check_timeout: Duration,
 }
 
 impl Upgrade {
@@ -49,6 +51,7 @@ impl Upgrade {
             check: None,
             due: false,
             dying: Vec::new(),
+            check_timeout: config.timings.upgrade_check,
         }
     }
 
@@ -83,7 +86,13 @@ impl Server {
             "SIGUSR2: asking {} which state formats it reads",
             binary.display()
         );
-        match Check::spawn(&binary, self.poll.registry(), UPGRADE_CHECK, self.now) {
+        match Check::spawn(
+            &binary,
+            self.poll.registry(),
+            UPGRADE_CHECK,
+            self.now,
+            self.upgrade.check_timeout,
+        ) {
             Ok(check) => self.upgrade.check = Some(check),
             Err(e) => warn!("upgrade refused: cannot run {}: {e}", binary.display()),
         }

@@ -11,7 +11,7 @@
 //! 1. **Ask first** ([`check`]). SIGUSR2 runs `NEW-BINARY --resume-formats` and keeps
 //!    serving while it answers (its stdout is one more source in the poll). Only if it
 //!    exits 0 and lists our [`FORMAT`] do we go on; a binary that is missing, broken,
-//!    too old, or silent for [`check::CHECK_TIMEOUT`] is refused, and the running image
+//!    too old, or silent for [`Timings::upgrade_check`](crate::config::Timings::upgrade_check) is refused, and the running image
 //!    carries on as if nothing happened. During a drain, or while an upgrade is already
 //!    under way, SIGUSR2 is refused.
 //! 2. **Write down the state** ([`state`]), at the end of a turn of the loop, when no

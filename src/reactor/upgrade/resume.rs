@@ -68,12 +68,13 @@ impl Server {
                     Some(_) => Some(Metrics::adopt(
                         listener_from(fd)?,
                         started,
+                        config.timings.scrape,
                         poll.registry(),
                     )?),
                     None => None, // Dropping it closes it: this image serves no metrics.
                 }
             }
-            None => Metrics::open(config.metrics, poll.registry())?,
+            None => Metrics::open(config.metrics, config.timings.scrape, poll.registry())?,
         };
         let n_listeners = listeners.len();
         let mut server = Server::assemble(config, poll, listeners, metrics)?;
