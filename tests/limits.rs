@@ -68,7 +68,7 @@ fn fd_limit_caps_connections_and_refuses_the_rest() {
     cmd.args([
         "-c",
         r#"ulimit -n 64; exec "$0" "$@""#,
-        echod_bin(),
+        &echod_bin(),
         "--listen",
         "127.0.0.1:0",
         "--log-level",

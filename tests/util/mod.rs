@@ -44,7 +44,7 @@ impl Echod {
     /// `timings` says (`ECHOD_TEST_TIMINGS`, e.g. `scrape=500`), so that a test of a
     /// 10 s timeout need not wait 10 s.
     pub fn start_timed(args: &[&str], timings: &str) -> Echod {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_echod"));
+        let mut cmd = Command::new(echod_bin());
         cmd.args(args);
         if !args.contains(&"--listen") {
             cmd.args(["--listen", "127.0.0.1:0"]);
@@ -301,9 +301,11 @@ pub fn within<T: Send + 'static>(timeout: Duration, f: impl FnOnce() -> T + Send
 // Helpers added for the integration suite (protocol, backpressure, limits, lifecycle).
 // ---------------------------------------------------------------------------------------
 
-/// The path of the `echod` binary under test.
-pub fn echod_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_echod")
+/// The path of the `echod` binary under test: the one cargo built for this test run,
+/// or the one `ECHOD_TEST_BINARY` names (e.g. the static musl build, which `.ci/run`
+/// checks with the protocol tests).
+pub fn echod_bin() -> String {
+    std::env::var("ECHOD_TEST_BINARY").unwrap_or_else(|_| env!("CARGO_BIN_EXE_echod").to_string())
 }
 
 impl Echod {
