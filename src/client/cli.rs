@@ -25,6 +25,7 @@ Usage:
   echoc [HOST] [PORT] --send TEXT   send TEXT, print the reply (one-shot)
   echoc [HOST] [PORT]               stdin to the server, replies to stdout
   echoc load HOST:PORT [OPTIONS]    many verified connections
+  echoc merge FILE... [--json]      one report from several runs' --hdr-log files
 
 HOST defaults to localhost, PORT to 8888; a lone number is a PORT.
 
@@ -40,7 +41,8 @@ Load options:
   -d, --duration SECS     how long to send (or to hold, with --idle) [10]
   --line-bytes L          bytes per line, newline included [16]
   --pipeline K            lines in flight per connection [1]
-  --rate R                at most R lines/s in all
+  --rate R                open loop: R lines/s in all on a fixed schedule;
+                          latency counted from each line's intended time
   --connect-rate R        at most R new connections/s
   --idle                  read banners, then hold the connections silent
   --source A[-B]          bind to local addresses A..B, round-robin
@@ -51,6 +53,10 @@ Load options:
   --connect-timeout SECS  give up on a handshake after SECS [10]
   --drain SECS            wait for last replies after the run [2]
   --json                  end stdout with a one-line JSON summary
+  --interval-json         one JSON line per second on stdout, before the summary
+  --hdr-log FILE          write an HdrHistogram interval log (V2) to FILE
+  --hdr-tag TAG           tag the log's intervals (a host name, say)
+  --start-at UNIX_TIME    start at this time (runs on several hosts together)
 
 Attack options (loopback targets only; attackers never count as errors):
   --attack KIND           run hostile connections beside the measured ones:
@@ -72,8 +78,10 @@ Exit status: 0 ok, 1 runtime error (or load errors), 2 bad command line.";
 pub enum Command {
     /// One-shot (`send` is set) or interactive.
     Session(SessionOptions),
-    /// `echoc load`.
-    Load(LoadOptions),
+    /// `echoc load` (boxed: it is much larger than the others).
+    Load(Box<LoadOptions>),
+    /// `echoc merge FILE...`: the files, and whether to print JSON too.
+    Merge(Vec<std::path::PathBuf>, bool),
     /// `--help`.
     Help,
 }
@@ -89,6 +97,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub fn parse(args: Vec<OsString>) -> Result<Command, String> {
     let result = match args.first().and_then(|a| a.to_str()) {
         Some("load") => parse_load(args.into_iter().skip(1)),
+        Some("merge") => parse_merge(args.into_iter().skip(1)),
         _ => parse_session(args),
     };
     result.map_err(|e| e.to_string())
@@ -138,6 +147,23 @@ fn parse_session(args: Vec<OsString>) -> Result<Command, lexopt::Error> {
     }))
 }
 
+fn parse_merge(args: impl Iterator<Item = OsString>) -> Result<Command, lexopt::Error> {
+    let mut parser = lexopt::Parser::from_args(args);
+    let (mut files, mut json) = (Vec::new(), false);
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Long("json") => json = true,
+            Short('h') | Long("help") => return Ok(Command::Help),
+            Value(value) => files.push(value.into()),
+            _ => return Err(arg.unexpected()),
+        }
+    }
+    if files.is_empty() {
+        return Err("merge needs the --hdr-log files of the runs".into());
+    }
+    Ok(Command::Merge(files, json))
+}
+
 fn parse_load(args: impl Iterator<Item = OsString>) -> Result<Command, lexopt::Error> {
     let mut parser = lexopt::Parser::from_args(args);
     let mut o = LoadOptions::default();
@@ -176,6 +202,16 @@ fn parse_load(args: impl Iterator<Item = OsString>) -> Result<Command, lexopt::E
             }
             Long("drain") => o.drain = seconds(parser.value()?, "--drain")?,
             Long("json") => o.json = true,
+            Long("interval-json") => o.interval_json = true,
+            Long("hdr-log") => o.hdr_log = Some(parser.value()?.into()),
+            Long("hdr-tag") => o.hdr_tag = Some(parser.value()?.string()?),
+            Long("start-at") => {
+                let at: f64 = num(&mut parser, "--start-at")?;
+                if !(at.is_finite() && at > 0.0) {
+                    return Err("--start-at must be a Unix time in seconds".into());
+                }
+                o.start_at = Some(at);
+            }
             Long("attack") => kind = Some(AttackKind::parse(&parser.value()?.string()?)?),
             Long("attackers") => attack.attackers = num(&mut parser, "--attackers")?,
             Long("attack-interval") => {
@@ -203,7 +239,7 @@ fn parse_load(args: impl Iterator<Item = OsString>) -> Result<Command, lexopt::E
         (None, None) => {}
     }
     check_load(&o)?;
-    Ok(Command::Load(o))
+    Ok(Command::Load(Box::new(o)))
 }
 
 /// Rejects combinations that cannot work, before the run starts.
@@ -219,6 +255,9 @@ fn check_load(o: &LoadOptions) -> Result<(), String> {
     }
     if o.prefix.contains(&b'\n') {
         return Err("--prefix must not contain a newline".into());
+    }
+    if o.rate.is_some() && o.idle {
+        return Err("--rate and --idle do not go together (idle connections send nothing)".into());
     }
     if o.connect_timeout.is_zero() {
         return Err("--connect-timeout must be more than 0".into());
@@ -302,7 +341,7 @@ mod tests {
 
     fn load(list: &[&str]) -> LoadOptions {
         match parse(args(list)) {
-            Ok(Command::Load(opts)) => opts,
+            Ok(Command::Load(opts)) => *opts,
             other => panic!("{other:?}"),
         }
     }

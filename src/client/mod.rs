@@ -11,7 +11,8 @@
 //! - **interactive** (`echoc [HOST] [PORT]`): the same, with stdin as a
 //!   second source in the loop ([`stdin`] explains how, without threads);
 //! - **load** (`echoc load HOST:PORT`): thousands of connections from one thread,
-//!   every reply verified and timed ([`load`]).
+//!   every reply verified and timed ([`load`]); `echoc merge` adds up the logs
+//!   of several runs ([`load::merge`]).
 //!
 //! Exit codes: 0 success, 1 runtime failure (and any load error), 2 a bad
 //! command line. Every failure is one line on stderr, starting `echoc: `.
@@ -64,6 +65,7 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         }
         cli::Command::Session(opts) => session::run(&opts).map(|()| EXIT_OK),
         cli::Command::Load(opts) => run_load(&opts),
+        cli::Command::Merge(files, json) => run_merge(&files, json),
     };
     match outcome {
         Ok(code) => ExitCode::from(code),
@@ -72,6 +74,20 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
             ExitCode::from(EXIT_FAILURE)
         }
     }
+}
+
+/// Adds up the logs and prints one report, as for a single run; any error
+/// counted in the runs makes the exit code 1.
+fn run_merge(files: &[std::path::PathBuf], json: bool) -> Result<u8, Fatal> {
+    let summary = load::merge::merge(files)?;
+    print!("{}", summary.text());
+    if json {
+        println!("{}", summary.json());
+    }
+    Ok(match summary.total_errors() {
+        0 => EXIT_OK,
+        _ => EXIT_FAILURE,
+    })
 }
 
 /// Runs the load, prints its summary (and JSON line), and turns any counted

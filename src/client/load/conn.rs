@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use mio::net::TcpStream;
 
 use super::checker::{Fed, Mismatch, ReplyChecker};
+use super::schedule::Plan;
 use crate::client::connect::{interrupted, would_block};
 
 /// Where a connection is in its life.
@@ -61,17 +62,23 @@ pub struct ReadReport {
 pub struct Conn {
     /// Unique for the run; part of every line this connection sends.
     pub id: u64,
+    /// When its connect started (for `connect_us`).
+    pub opened_at: Instant,
     /// Where the connection is in its life.
     pub phase: Phase,
-    /// Queued in the generator's wait list for a `--rate` token.
-    pub waiting_for_token: bool,
+    /// With `--rate`: this connection's share of the plan (set when it comes up).
+    pub plan: Option<Plan>,
+    /// With `--rate`: the generator's timer heap holds this connection's next
+    /// send time (so it is never queued twice).
+    pub scheduled: bool,
     stream: TcpStream,
     checker: ReplyChecker,
     /// Bytes to send; `out[out_pos..]` are not written yet.
     out: Vec<u8>,
     out_pos: usize,
-    /// When each outstanding line was sent, oldest first.
-    sent_at: VecDeque<Instant>,
+    /// For each outstanding line, oldest first: when it was meant to be sent
+    /// (with `--rate`; else when it was sent) and when it was sent.
+    sent_at: VecDeque<(Instant, Instant)>,
     /// Sequence number of the next line.
     next_seq: u64,
     /// Shut down our sending side once `out` is written.
@@ -80,11 +87,13 @@ pub struct Conn {
 
 impl Conn {
     /// A connection whose connect has been started.
-    pub fn new(id: u64, stream: TcpStream, checker: ReplyChecker) -> Conn {
+    pub fn new(id: u64, stream: TcpStream, checker: ReplyChecker, now: Instant) -> Conn {
         Conn {
             id,
+            opened_at: now,
             phase: Phase::Connecting,
-            waiting_for_token: false,
+            plan: None,
+            scheduled: false,
             stream,
             checker,
             out: Vec::new(),
@@ -123,13 +132,20 @@ impl Conn {
 
     /// Queues the next line (`line_bytes` long, newline included) and tells
     /// the checker its reply, `prefix` + line, is due. The line counts as
-    /// sent now: we write right after queueing.
-    pub fn queue_line(&mut self, line_bytes: usize, prefix: &[u8], now: Instant) {
+    /// sent now (we write right after queueing); it was meant to be sent at
+    /// `intended` (`now` in a closed loop).
+    pub fn queue_line(
+        &mut self,
+        line_bytes: usize,
+        prefix: &[u8],
+        intended: Instant,
+        now: Instant,
+    ) {
         let start = self.out.len();
         write_line(&mut self.out, self.id, self.next_seq, line_bytes);
         self.next_seq += 1;
         self.checker.expect(prefix, &self.out[start..]);
-        self.sent_at.push_back(now);
+        self.sent_at.push_back((intended, now));
     }
 
     /// Stops sending: half-close as soon as everything queued is written.
@@ -160,13 +176,14 @@ impl Conn {
     }
 
     /// Reads until `WouldBlock`, checking every byte, and calls `latency`
-    /// with the round-trip time of each completed reply. `buf` is scratch
-    /// space shared by all connections.
+    /// for each completed reply with its time from the intended send time and
+    /// from the real one (the same in a closed loop). `buf` is scratch space
+    /// shared by all connections.
     pub fn read_ready(
         &mut self,
         buf: &mut [u8],
         now: Instant,
-        mut latency: impl FnMut(Duration),
+        mut latency: impl FnMut(Duration, Duration),
     ) -> ReadReport {
         let mut report = ReadReport::default();
         loop {
@@ -190,8 +207,11 @@ impl Conn {
             report.banner_done |= fed.banner_done;
             report.replies += fed.replies;
             for _ in 0..fed.replies {
-                if let Some(sent) = self.sent_at.pop_front() {
-                    latency(now.saturating_duration_since(sent));
+                if let Some((intended, sent)) = self.sent_at.pop_front() {
+                    latency(
+                        now.saturating_duration_since(intended),
+                        now.saturating_duration_since(sent),
+                    );
                 }
             }
             if let Some(mismatch) = fed.mismatch {

@@ -29,14 +29,19 @@
 pub mod attack;
 pub mod checker;
 pub mod conn;
+pub mod merge;
 pub mod pace;
 pub mod report;
+pub mod schedule;
 pub mod source;
+pub mod timeline;
 
-use std::collections::VecDeque;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mio::event::Event;
 use mio::{Events, Interest, Poll, Token};
@@ -47,10 +52,13 @@ use self::checker::{Mismatch, ReplyChecker, Where};
 use self::conn::{Conn, End, Phase};
 use self::pace::TokenBucket;
 use self::report::{ErrorKind, Progress, Setup, Stats, Summary};
+use self::schedule::Plan;
 use self::source::SourceRange;
+use self::timeline::Timeline;
 use super::connect::{self, connect_outcome, describe, interrupted, out_of_fds};
 use super::escape::escape;
 use super::Fatal;
+use crate::reactor::alarm::Alarm;
 
 /// At most this many handshakes in flight: a burst of thousands of SYNs would
 /// overflow the server's listen backlog and turn into slow SYN retries.
@@ -69,7 +77,8 @@ pub struct LoadOptions {
     pub line_bytes: usize,
     /// Lines in flight per connection (1 = ping-pong).
     pub pipeline: usize,
-    /// Cap on lines per second, all connections together.
+    /// Open loop: lines per second, all connections together, each on a
+    /// fixed schedule ([`schedule`]).
     pub rate: Option<f64>,
     /// Cap on connections opened per second.
     pub connect_rate: Option<f64>,
@@ -89,6 +98,15 @@ pub struct LoadOptions {
     pub drain: Duration,
     /// Print the JSON summary line.
     pub json: bool,
+    /// Print one JSON line per second before the summary.
+    pub interval_json: bool,
+    /// Write an HdrHistogram interval log here.
+    pub hdr_log: Option<PathBuf>,
+    /// The log's tag (a host name, say).
+    pub hdr_tag: Option<String>,
+    /// Start at this Unix time (seconds), so that runs on several hosts ramp
+    /// together.
+    pub start_at: Option<f64>,
     /// Hostile connections to run beside the measured ones (boxed: they are
     /// rarely asked for, and would double the size of every `LoadOptions`).
     pub attack: Option<Box<AttackOptions>>,
@@ -112,6 +130,10 @@ impl Default for LoadOptions {
             connect_timeout: Duration::from_secs(10),
             drain: Duration::from_secs(2),
             json: false,
+            interval_json: false,
+            hdr_log: None,
+            hdr_tag: None,
+            start_at: None,
             attack: None,
         }
     }
@@ -135,12 +157,6 @@ pub fn run(opts: &LoadOptions) -> Result<Summary, Fatal> {
     }
     let attackers = opts.attack.as_ref().map_or(0, |a| a.attackers);
     raise_fd_limit(opts.connections + attackers);
-    let mut generator = Generator::new(opts, addr)?;
-    if let Some(attack) = &opts.attack {
-        let allowed = attackers_allowed(opts.connections, attackers);
-        generator.attack = Some(Attack::new(attack, allowed, addr, opts.connect_timeout));
-    }
-    let elapsed = generator.run()?;
     let setup = Setup {
         target: opts.target.clone(),
         connections: opts.connections as u64,
@@ -148,12 +164,46 @@ pub fn run(opts: &LoadOptions) -> Result<Summary, Fatal> {
         line_bytes: opts.line_bytes,
         pipeline: opts.pipeline,
         idle: opts.idle,
+        rate: opts.rate,
     };
+    let start = wait_for_start(opts.start_at)?;
+    let mut generator = Generator::new(opts, addr)?;
+    generator.intervals = Timeline::new(
+        opts.interval_json,
+        opts.hdr_log.as_deref(),
+        opts.hdr_tag.as_deref(),
+        &setup,
+        start,
+    )?;
+    if let Some(attack) = &opts.attack {
+        let allowed = attackers_allowed(opts.connections, attackers);
+        generator.attack = Some(Attack::new(attack, allowed, addr, opts.connect_timeout));
+    }
+    let elapsed = generator.run()?;
+    generator
+        .intervals
+        .finish(&generator.stats.totals, elapsed)?;
     let summary = generator.stats.summary(setup, elapsed);
     Ok(match &generator.attack {
         Some(attack) => summary.with_attack(attack.summary()),
         None => summary,
     })
+}
+
+/// `--start-at T`: sleeps until Unix time `T` (runs on several hosts then
+/// start together, as far as their clocks agree), and returns the start time
+/// for the log's headers. A time already past starts at once.
+fn wait_for_start(start_at: Option<f64>) -> Result<SystemTime, Fatal> {
+    if let Some(at) = start_at {
+        let at = UNIX_EPOCH + Duration::from_secs_f64(at);
+        if let Ok(wait) = at.duration_since(SystemTime::now()) {
+            if wait > Duration::from_secs(24 * 3600) {
+                return Err(Fatal("--start-at is more than a day away".into()));
+            }
+            std::thread::sleep(wait);
+        }
+    }
+    Ok(SystemTime::now())
 }
 
 /// Attacks go to this machine only: the point is to measure our own server,
@@ -221,14 +271,26 @@ struct Generator<'o> {
     /// `(deadline, key, id)`.
     connect_deadlines: VecDeque<(Instant, usize, u64)>,
     connect_pace: Option<TokenBucket>,
-    line_pace: Option<TokenBucket>,
-    /// Connections waiting for a `--rate` token: `(key, id)`, oldest first.
-    waiting: VecDeque<(usize, u64)>,
+    /// With `--rate`: the next send time of each connection that is waiting
+    /// for one, `(time, key, id)`, earliest on top.
+    timers: BinaryHeap<Reverse<(Instant, usize, u64)>>,
+    /// When the run's sending ends (set once known; for `--idle`, once all
+    /// connections are up).
+    stop_at: Option<Instant>,
+    /// Wakes the loop at its next deadline: a timerfd on Linux, so that a line
+    /// due in 300 µs is sent then, not at the next whole millisecond (which is
+    /// all `poll`'s timeout can do), and its corrected latency is not inflated.
+    alarm: Alarm,
     /// The run is over: no more lines, no more connections.
     draining: bool,
     /// The hostile connections, with `--attack`.
     attack: Option<Attack>,
+    /// Where each second's results go (`--interval-json`, `--hdr-log`).
+    intervals: Timeline,
 }
+
+/// The alarm's token: just below the attackers' (a slab never gets that big).
+const ALARM: Token = Token(TOKEN_BASE - 1);
 
 /// A connection's mio token is its slab key. Slab keys are reused once a
 /// connection is gone, so whatever remembers a connection across loop turns
@@ -240,13 +302,17 @@ fn token_of(key: usize) -> Token {
 impl<'o> Generator<'o> {
     fn new(opts: &'o LoadOptions, addr: SocketAddr) -> Result<Generator<'o>, Fatal> {
         let poll = Poll::new().map_err(|e| Fatal(format!("poll: {}", describe(&e))))?;
+        let mut alarm = Alarm::new().map_err(|e| Fatal(format!("alarm: {}", describe(&e))))?;
+        alarm
+            .register(poll.registry(), ALARM)
+            .map_err(|e| Fatal(format!("alarm: {}", describe(&e))))?;
         let now = Instant::now();
         Ok(Generator {
             opts,
             addr,
             poll,
             conns: Slab::with_capacity(opts.connections.min(1 << 20)),
-            stats: Stats::new(),
+            stats: Stats::new(opts.rate.is_some()),
             buf: vec![0; 64 * 1024],
             banner: opts.banner.as_deref().map(Rc::from),
             to_open: opts.connections,
@@ -254,10 +320,12 @@ impl<'o> Generator<'o> {
             connecting: 0,
             connect_deadlines: VecDeque::new(),
             connect_pace: opts.connect_rate.map(|r| TokenBucket::new(r, now)),
-            line_pace: opts.rate.map(|r| TokenBucket::new(r, now)),
-            waiting: VecDeque::new(),
+            timers: BinaryHeap::new(),
+            stop_at: None,
+            alarm,
             draining: false,
             attack: None,
+            intervals: Timeline::none(),
         })
     }
 
@@ -267,16 +335,17 @@ impl<'o> Generator<'o> {
         let mut progress = Progress::new(start);
         let mut events = Events::with_capacity(1024);
         // When sending stops; for --idle, set once all connections are up.
-        let mut stop_at = (!self.opts.idle).then(|| start + self.opts.duration);
+        self.stop_at = (!self.opts.idle).then(|| start + self.opts.duration);
         let mut drain_until = None;
+        let mut next_interval = start + Duration::from_secs(1);
         loop {
             let now = Instant::now();
             self.open_connections(now);
             self.expire_connects(now);
-            self.serve_waiting(now);
+            self.send_due(now);
             let all_up = self.to_open == 0 && self.connecting == 0;
-            if stop_at.is_none() && all_up {
-                stop_at = Some(now + self.opts.duration);
+            if self.stop_at.is_none() && all_up {
+                self.stop_at = Some(now + self.opts.duration);
             }
             if let Some(attack) = &mut self.attack {
                 if all_up {
@@ -287,21 +356,35 @@ impl<'o> Generator<'o> {
             // Every connection has failed and none are left to open: there
             // is nothing to wait for.
             let all_gone = self.to_open == 0 && self.conns.is_empty();
-            if !self.draining && (all_gone || stop_at.is_some_and(|t| now >= t)) {
+            if !self.draining && (all_gone || self.stop_at.is_some_and(|t| now >= t)) {
                 self.stop();
                 drain_until = Some(now + self.opts.drain);
             }
             if self.draining && (self.conns.is_empty() || drain_until.is_some_and(|t| now >= t)) {
                 self.give_up_on_rest();
                 progress.finish();
-                return Ok(now.duration_since(start));
+                let elapsed = now.duration_since(start);
+                let last = self.stats.end_interval(elapsed);
+                self.intervals.push(last)?;
+                return Ok(elapsed);
+            }
+            if now >= next_interval {
+                // The interval ends on the second, even if this turn came late.
+                while next_interval <= now {
+                    next_interval += Duration::from_secs(1);
+                }
+                let at = (next_interval - Duration::from_secs(1)).duration_since(start);
+                let interval = self.stats.end_interval(at);
+                self.intervals.push(interval)?;
             }
             progress.tick(now, &self.stats, self.opts.connections as u64);
-            let wake = self.next_wake(now, [Some(progress.due()), stop_at, drain_until]);
-            match self
-                .poll
-                .poll(&mut events, Some(wake.saturating_duration_since(now)))
-            {
+            let timers = [Some(next_interval), self.stop_at, drain_until];
+            let wake = self.next_wake(now, timers);
+            if let Err(e) = self.alarm.set(Some(wake), now) {
+                return Err(Fatal(format!("alarm: {}", describe(&e))));
+            }
+            let timeout = self.alarm.poll_timeout();
+            match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
                 Err(e) if interrupted(&e) => continue,
                 Err(e) => return Err(Fatal(format!("poll: {}", describe(&e)))),
@@ -328,10 +411,8 @@ impl<'o> Generator<'o> {
                 wake = wake.min(now + pace.wait(now));
             }
         }
-        if !self.waiting.is_empty() {
-            if let Some(pace) = &mut self.line_pace {
-                wake = wake.min(now + pace.wait(now));
-            }
+        if let Some(Reverse((due, _, _))) = self.timers.peek() {
+            wake = wake.min(*due);
         }
         if let Some(attack_wake) = self.attack.as_ref().and_then(Attack::next_wake) {
             wake = wake.min(attack_wake);
@@ -374,8 +455,8 @@ impl<'o> Generator<'o> {
             return self.connect_failed_at_once(id, &e);
         }
         let checker = ReplyChecker::new(self.opts.banner_lines, self.banner.clone());
-        entry.insert(Conn::new(id, stream, checker));
-        self.stats.opened += 1;
+        entry.insert(Conn::new(id, stream, checker, now));
+        self.stats.totals.opened += 1;
         self.connecting += 1;
         self.connect_deadlines
             .push_back((now + self.opts.connect_timeout, key, id));
@@ -430,6 +511,9 @@ impl<'o> Generator<'o> {
     /// are reused only when connections are opened, between batches, and the
     /// event is skipped. A spurious readiness only costs a `WouldBlock`.
     fn on_event(&mut self, event: &Event, now: Instant) {
+        if event.token() == ALARM {
+            return self.alarm.rang();
+        }
         if event.token().0 >= TOKEN_BASE {
             if let Some(attack) = &mut self.attack {
                 attack.on_event(event, &mut self.buf, now);
@@ -463,21 +547,51 @@ impl<'o> Generator<'o> {
 
     fn on_connected(&mut self, key: usize, now: Instant) {
         self.connecting -= 1;
-        if self.conns[key].connected() == Phase::Running {
-            self.stats.conn_up();
-            self.send_lines(key, now);
+        let conn = &mut self.conns[key];
+        report::record(
+            &mut self.stats.totals.connect,
+            now.saturating_duration_since(conn.opened_at),
+        );
+        if conn.connected() == Phase::Running {
+            self.came_up(key, now);
         }
+    }
+
+    /// A connection is up (connected, banner read): with `--rate` it gets its
+    /// share of the plan, then it starts sending.
+    fn came_up(&mut self, key: usize, now: Instant) {
+        self.stats.conn_up();
+        if let (Some(rate), Some(stop_at)) = (self.opts.rate, self.stop_at) {
+            // Its share spans the run's length from the moment it is up, so a
+            // slow handshake shifts the share instead of shrinking it; one up
+            // after the run is over has no share.
+            let end = if now < stop_at {
+                now + self.opts.duration
+            } else {
+                now
+            };
+            let conn = &mut self.conns[key];
+            let connections = self.opts.connections as u64;
+            let plan = Plan::new(conn.id, connections, rate, now, end);
+            self.stats.totals.planned += plan.lines();
+            conn.plan = Some(plan);
+        }
+        self.send_lines(key, now);
     }
 
     /// Reads and checks what arrived, then tops the pipeline back up.
     fn on_readable(&mut self, key: usize, now: Instant) {
         let conn = &mut self.conns[key];
         let stats = &mut self.stats;
-        let report = conn.read_ready(&mut self.buf, now, |latency| stats.record_latency(latency));
-        stats.replies += report.replies as u64;
+        let report = conn.read_ready(&mut self.buf, now, |corrected, uncorrected| {
+            stats.reply(corrected, uncorrected)
+        });
         if report.banner_done && conn.phase == Phase::Banner {
             conn.phase = Phase::Running;
-            stats.conn_up();
+            if report.end.is_none() {
+                return self.came_up(key, now);
+            }
+            self.stats.conn_up();
         }
         match report.end {
             None => self.send_lines(key, now),
@@ -487,38 +601,60 @@ impl<'o> Generator<'o> {
         }
     }
 
-    /// Keeps `--pipeline` lines in flight, as `--rate` allows.
+    /// Keeps `--pipeline` lines in flight: at once in a closed loop; with
+    /// `--rate`, each line once its time has come.
     fn send_lines(&mut self, key: usize, now: Instant) {
         let conn = &mut self.conns[key];
-        if conn.phase != Phase::Running || self.opts.idle || self.draining {
+        if conn.phase != Phase::Running || self.opts.idle {
             return;
         }
+        if conn.plan.is_none() {
+            if self.draining {
+                return;
+            }
+            while conn.outstanding() < self.opts.pipeline {
+                conn.queue_line(self.opts.line_bytes, &self.opts.prefix, now, now);
+            }
+            return self.flush(key);
+        }
         while conn.outstanding() < self.opts.pipeline {
-            if let Some(pace) = &mut self.line_pace {
-                if !pace.take(now) {
-                    if !conn.waiting_for_token {
-                        conn.waiting_for_token = true;
-                        self.waiting.push_back((key, conn.id));
+            match conn.plan.as_ref().and_then(Plan::next_due) {
+                // Its share of the plan is sent: half-close, as at the end of
+                // a closed-loop run.
+                None => {
+                    if let Err(e) = conn.start_draining() {
+                        self.fail(key, ErrorKind::Io, describe(&e));
+                    }
+                    return;
+                }
+                Some(due) if due > now => {
+                    if !conn.scheduled {
+                        conn.scheduled = true;
+                        self.timers.push(Reverse((due, key, conn.id)));
                     }
                     break;
                 }
+                Some(due) => {
+                    if let Some(plan) = &mut conn.plan {
+                        plan.advance();
+                    }
+                    conn.queue_line(self.opts.line_bytes, &self.opts.prefix, due, now);
+                    self.stats.sent(now.saturating_duration_since(due));
+                }
             }
-            conn.queue_line(self.opts.line_bytes, &self.opts.prefix, now);
         }
         self.flush(key);
     }
 
-    /// Lets connections waiting for `--rate` tokens send, oldest first.
-    fn serve_waiting(&mut self, now: Instant) {
-        while let Some(&(key, id)) = self.waiting.front() {
-            if let Some(pace) = &mut self.line_pace {
-                if pace.wait(now) > Duration::ZERO {
-                    return;
-                }
+    /// With `--rate`: lets the connections whose next line has come due send.
+    fn send_due(&mut self, now: Instant) {
+        while let Some(&Reverse((due, key, id))) = self.timers.peek() {
+            if due > now {
+                return;
             }
-            self.waiting.pop_front();
+            self.timers.pop();
             if let Some(conn) = self.conns.get_mut(key).filter(|c| c.id == id) {
-                conn.waiting_for_token = false;
+                conn.scheduled = false;
                 self.send_lines(key, now);
             }
         }
@@ -597,7 +733,6 @@ impl<'o> Generator<'o> {
         }
         self.draining = true;
         self.to_open = 0;
-        self.waiting.clear();
         let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
         for key in keys {
             let conn = &mut self.conns[key];
@@ -612,7 +747,12 @@ impl<'o> Generator<'o> {
                     ErrorKind::Banner,
                     "no banner by the end of the run".into(),
                 ),
-                Phase::Running | Phase::Draining => {
+                // With `--rate`, lines that fell behind are still sent, as
+                // fast as the server takes them (within --drain); the
+                // connection half-closes when its share is sent.
+                Phase::Running if conn.plan.as_ref().is_some_and(|p| p.left() > 0) => {}
+                Phase::Draining => {}
+                Phase::Running => {
                     if let Err(e) = conn.start_draining() {
                         self.fail(key, ErrorKind::Io, describe(&e));
                     }
