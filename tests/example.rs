@@ -1,4 +1,4 @@
-//! `examples/step0.rs`, the smallest reactor, keeps the protocol's core promises: the
+//! `examples/step4_reactor.rs`, the smallest reactor, keeps the protocol's core promises: the
 //! banner, one `OK...` reply per line wherever the writes split it, the final fragment
 //! on half-close, many clients at once, and bursts larger than the socket buffers.
 
@@ -28,7 +28,7 @@ fn step0_bin() -> &'static PathBuf {
             None => panic!("no profile directory above {}", test_exe.display()),
         };
         let built = Command::new(env!("CARGO"))
-            .args(["build", "--quiet", "--example", "step0"])
+            .args(["build", "--quiet", "--example", "step4_reactor"])
             .args(["--profile", profile])
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .output()
@@ -36,11 +36,11 @@ fn step0_bin() -> &'static PathBuf {
         let stderr = String::from_utf8_lossy(&built.stderr);
         assert!(
             built.status.success(),
-            "cargo build --example step0:\n{stderr}"
+            "cargo build --example step4_reactor:\n{stderr}"
         );
         profile_dir
             .join("examples")
-            .join(format!("step0{}", std::env::consts::EXE_SUFFIX))
+            .join(format!("step4_reactor{}", std::env::consts::EXE_SUFFIX))
     })
 }
 
