@@ -34,17 +34,21 @@
 //! - `walkthrough` (`src/walkthrough.rs`): the `waypoint("name")` call that opens each
 //!   function the docs' walk-throughs link. It is nothing in the daemon; under
 //!   `cargo test` it records the path taken, and `reactor::server::walkthroughs` checks
-//!   that docs/ARCHITECTURE.md and docs/TUTORIAL.md name the functions that really run,
+//!   that docs/ARCHITECTURE.md names the functions that really run,
 //!   in order.
 //!
 //! # Reading order
 //!
-//! 0. `examples/step0.rs`: the smallest correct edge-triggered echo server (mio + slab,
-//!    banner and `OK...`, nothing else). Run it with `cargo run --example step0`.
-//! 1. [`protocol::line`], then [`protocol::conn`]: what the server says to one client,
-//!    with no network.
-//! 2. [`reactor::server`]: how one loop drives thousands of those state machines from
-//!    readiness events; then [`reactor::slots`] and [`reactor::timers`], which it leans on.
+//! The same order as README.md and docs/ARCHITECTURE.md:
+//!
+//! 1. The ladder in `examples/`, with docs/TUTORIAL.md: `step1_client.rs` (the blocking
+//!    client), `step2_blocking.rs`, `step3_threads.rs`, `step4_reactor.rs` (one poll loop),
+//!    `step5_bounded.rs`, `step6_sans_io.rs`, `step7_timers_signals.rs`; each a complete
+//!    program and a diff against the one before (`cargo run --example step4_reactor`).
+//! 2. The daemon, as docs/ARCHITECTURE.md maps it: [`protocol::line`], then
+//!    [`protocol::conn`] (what the server says to one client, with no network; step 6's
+//!    `Conn` grown up), then [`reactor::server`] (step 7's loop grown up), and
+//!    [`reactor::slots`] and [`reactor::timers`], which it leans on.
 //! 3. [`client`]: the same ideas from the other end of the socket.
 //!
 //! # Driving a connection by hand

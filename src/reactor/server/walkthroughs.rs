@@ -1,4 +1,4 @@
-//! The walk-throughs of docs/ARCHITECTURE.md and docs/TUTORIAL.md, driven through a real
+//! The walk-throughs of docs/ARCHITECTURE.md, driven through a real
 //! server.
 //!
 //! Each test drives one path (one line from the socket to its reply, a client's close,
@@ -214,7 +214,6 @@ fn connected(server: &mut Server) -> TcpStream {
 }
 
 const ARCHITECTURE: &str = "docs/ARCHITECTURE.md";
-const TUTORIAL: &str = "docs/TUTORIAL.md";
 
 #[test]
 fn the_path_of_one_line() {
@@ -227,8 +226,13 @@ fn the_path_of_one_line() {
     });
     assert_walk(ARCHITECTURE, "## The path of one line", &trail, 10);
     let read = "### 4.6 `recv()` becomes `read_once` into one shared buffer";
-    assert_walk(TUTORIAL, read, &trail, 6);
-    assert_walk(TUTORIAL, "### 4.7 `send()` becomes `write_out`", &trail, 3);
+    assert_walk(ARCHITECTURE, read, &trail, 6);
+    assert_walk(
+        ARCHITECTURE,
+        "### 4.7 `send()` becomes `write_out`",
+        &trail,
+        3,
+    );
 }
 
 #[test]
@@ -259,12 +263,12 @@ fn the_clients_close() {
     });
     assert_walk(ARCHITECTURE, "### The client's close", &trail, 8);
     assert_walk(
-        TUTORIAL,
+        ARCHITECTURE,
         "### 4.8 `close()` becomes retire, then reap",
         &trail,
         4,
     );
-    assert_walk(TUTORIAL, "#### The client half-closes", &trail, 3);
+    assert_walk(ARCHITECTURE, "#### The client half-closes", &trail, 3);
 }
 
 #[test]
@@ -281,7 +285,7 @@ fn we_close_first() {
         client.shutdown(Shutdown::Write).unwrap();
         turn_until(&mut server, |s| s.conns.is_empty());
     });
-    assert_walk(TUTORIAL, "#### We close first", &trail, 4);
+    assert_walk(ARCHITECTURE, "#### We close first", &trail, 4);
 }
 
 #[test]
@@ -293,9 +297,9 @@ fn accepting_a_client() {
     });
     assert_walk(ARCHITECTURE, "## Accepting a client", &trail, 6);
     let accept = "### 4.3 `accept()`: accept until `WouldBlock`";
-    assert_walk(TUTORIAL, accept, &trail, 7);
+    assert_walk(ARCHITECTURE, accept, &trail, 7);
     assert_walk(
-        TUTORIAL,
+        ARCHITECTURE,
         "### 4.4 The accept loop becomes the event loop",
         &trail,
         10,
@@ -318,7 +322,7 @@ fn the_drain() {
     });
     assert!(server.listeners.is_empty());
     assert_walk(ARCHITECTURE, "## The drain", &trail, 8);
-    assert_walk(TUTORIAL, "### 5.9 Shutting down: the drain", &trail, 6);
+    assert_walk(ARCHITECTURE, "### 5.9 Shutting down: the drain", &trail, 6);
 }
 
 /// Every waypoint names the function it is in (the name is what the tests compare with
