@@ -31,7 +31,9 @@
 //! point; the first write may differ only where a shorter list of close-reason counters
 //! is filled up to this image's length), its descriptor count must add up, and each
 //! connection must survive a run of events under any `Rules` (the new image's limits may
-//! differ from the old one's) without a panic or a debug assertion.
+//! differ from the old one's) without a panic or a debug assertion, and never be stuck: it
+//! always reads, has output to send, or is closed (a state holding a connection that waits
+//! for its output to drain and has none is refused).
 #![no_main]
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
@@ -304,12 +306,24 @@ fn drive(conn: &mut Connection, p: &Rules, now: Tick, ops: &[Op]) -> Vec<u8> {
         sent: Vec::new(),
     };
     for op in ops {
+        assert_movable(d.conn, p);
         if d.conn.is_closed() {
             break;
         }
         d.apply(p, op);
     }
+    assert_movable(d.conn, p);
     d.sent
+}
+
+/// A connection the reactor holds can always move: it reads, has output to send (which
+/// moves it on), or is closed. One that cannot would hold its slot until a timeout.
+fn assert_movable(c: &Connection, p: &Rules) {
+    assert!(
+        c.is_closed() || !c.poll_output().is_empty() || c.wants_read(p),
+        "a connection that can never move again: {:?}",
+        c.state()
+    );
 }
 
 /// What can be seen of a connection from outside. Deadlines are taken as no earlier than
