@@ -70,9 +70,8 @@ fuzz_target!(|input: &[u8]| {
                 MAX_HEAD - short
             };
             buf.extend_from_slice(b"X-Pad: ");
-            while buf.len() + 2 < end {
-                buf.push(b'a');
-            }
+            let to = buf.len().max(end - 2);
+            buf.resize(to, b'a');
             buf.extend_from_slice(b"\r\n");
         }
         buf.extend_from_slice(u.take_rest());
@@ -202,7 +201,7 @@ fn check_answer(m: &Model<'_>, len: usize, got: Option<Answer>) {
         Some(Answer::MethodNotAllowed) => check_routed(m, len, Answer::MethodNotAllowed),
         Some(Answer::HeadTooLarge) => {
             let head = &m.buf[m.start.min(len)..len];
-            let lines = head.iter().filter(|&&b| b == b'\n').count();
+            let lines = memchr::memchr_iter(b'\n', head).count();
             assert!(
                 len >= MAX_HEAD || lines > MAX_HEADERS,
                 "431 for {len} bytes and {lines} lines"
@@ -218,7 +217,7 @@ fn check_answer(m: &Model<'_>, len: usize, got: Option<Answer>) {
 fn check_routed(m: &Model<'_>, len: usize, answer: Answer) {
     assert!(m.complete(len), "{answer:?} for an incomplete head");
     let head = &m.buf[m.start..len];
-    let line_end = head.iter().position(|&b| b == b'\n').unwrap_or(head.len());
+    let line_end = memchr::memchr(b'\n', head).unwrap_or(head.len());
     let mut fields = head[..line_end].split(|&b| b == b' ');
     let method = fields.next().unwrap_or_default();
     let target = fields.next().unwrap_or_default();
@@ -259,11 +258,14 @@ fn skip_empty_lines(buf: &[u8]) -> usize {
 /// The length of the head that starts `head` (at its request line): up to and including
 /// its first blank line, the first LF followed by LF or CRLF. `None`: not all there yet.
 fn head_end(head: &[u8]) -> Option<usize> {
-    (0..head.len()).find_map(|i| match &head[i..] {
-        [b'\n', b'\n', ..] => Some(i + 2),
-        [b'\n', b'\r', b'\n', ..] => Some(i + 3),
-        _ => None,
-    })
+    // memchr's search, not a loop over every byte: this runs on every input, up to
+    // MAX_HEAD bytes, and the fuzzer's instrumentation makes each comparison costly.
+    let lf = memchr::memmem::find(head, b"\n\n").map(|i| i + 2);
+    let crlf = memchr::memmem::find(head, b"\n\r\n").map(|i| i + 3);
+    match (lf, crlf) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -387,9 +389,8 @@ fn generate(u: &mut Unstructured<'_>) -> Result<Head> {
         // One more header whose value takes the head to around MAX_HEAD.
         let around = MAX_HEAD - 64 + usize::from(u.int_in_range(0..=127u8)?);
         bytes.extend_from_slice(b"X-Long: ");
-        while bytes.len() + 4 < around {
-            bytes.push(b'z');
-        }
+        let to = bytes.len().max(around - 4);
+        bytes.resize(to, b'z');
         eol(u, &mut bytes)?;
         headers += 1;
     }
@@ -443,5 +444,5 @@ fn check_generated(head: &Head, buf: &[u8], cuts: &[usize]) {
 /// More header lines than `parse` has slots for.
 fn too_many_headers(head: &[u8]) -> bool {
     let head = &head[skip_empty_lines(head)..];
-    head.iter().filter(|&&b| b == b'\n').count() > MAX_HEADERS + 2
+    memchr::memchr_iter(b'\n', head).count() > MAX_HEADERS + 2
 }
