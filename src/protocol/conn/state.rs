@@ -91,7 +91,7 @@ impl Connection {
             })),
             _ => return Err(Malformed("an unknown PROXY source")),
         };
-        Ok(Connection {
+        let connection = Connection {
             state,
             reason,
             peer_eof,
@@ -105,7 +105,26 @@ impl Connection {
             proxied,
             deadline: r.deadline(now)?,
             send_deadline: r.deadline(now)?,
-        })
+        };
+        if connection.could_never_move() {
+            return Err(Malformed("a connection that could never move again"));
+        }
+        Ok(connection)
+    }
+
+    /// True for a connection that, once adopted, would neither read, nor send, nor
+    /// close: it waits for output to drain (lines waiting for room, finishing, flushing)
+    /// but has none. The state machine never rests like this (a line waits only behind
+    /// output, and finishing and flushing move on as soon as the output is sent), so
+    /// such bytes were not written by a connection; loaded, it would hold its slot
+    /// until a timeout, or for ever with none.
+    fn could_never_move(&self) -> bool {
+        let waits_for_output = match self.state {
+            State::Open => self.waiting,
+            State::Finishing | State::Flushing => true,
+            State::ProxyHeader | State::Lingering | State::Closed => false,
+        };
+        waits_for_output && self.output.is_empty()
     }
 }
 

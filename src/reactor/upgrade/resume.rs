@@ -40,6 +40,8 @@ impl Server {
         drop(memory);
         // Deadlines come back relative to tick 0 of the new loop, whose clock starts
         // a moment later: a timeout may fire a few milliseconds late, never early.
+        // `load` reads and checks the whole state before we adopt a single descriptor
+        // or build any part of the server: a state it refuses leaves nothing half done.
         let saved = state::load(&bytes, Tick::from_millis(0))?;
         let mut received: Vec<OwnedFd> = fds.collect();
         while received.len() < saved.descriptors() {

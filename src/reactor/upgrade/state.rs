@@ -129,22 +129,50 @@ impl Saved {
 /// connection is half visited (none holds the shared reply buffer).
 pub fn save(server: &Server) -> Vec<u8> {
     let mut w = Writer::new();
-    w.raw(MAGIC);
-    w.u32(VERSION);
-    w.length(server.listeners.len());
-    let started = server.metrics.as_ref().map(|m| m.start_time_seconds());
-    w.bool(started.is_some());
-    if let Some(started) = started {
-        w.u64(started);
-    }
-    w.length(server.conns.live().count());
-    server.stats.encode(&mut w);
-    w.u64(server.next_serial);
+    write_header(
+        &mut w,
+        server.listeners.len(),
+        server.metrics.as_ref().map(|m| m.start_time_seconds()),
+        server.conns.live().count(),
+        &server.stats,
+        server.next_serial,
+    );
     for entry in server.conns.live() {
-        Meta::of(entry).save(&mut w);
-        entry.conn.save(&mut w, server.tick);
+        write_connection(&mut w, &Meta::of(entry), &entry.conn, server.tick);
     }
     w.into_bytes()
+}
+
+/// Writes the start of a saved state, everything before its connections: `listeners`
+/// echo listeners, the metrics listener's start time if there is one, the counters and
+/// the next serial. Exactly `connections` connections must follow, each written by
+/// [`write_connection`]. [`save`] writes the server's this way; tests and the fuzz
+/// target write states of their own making with the same two functions.
+pub fn write_header(
+    w: &mut Writer,
+    listeners: usize,
+    metrics_started: Option<u64>,
+    connections: usize,
+    stats: &Stats,
+    next_serial: u64,
+) {
+    w.raw(MAGIC);
+    w.u32(VERSION);
+    w.length(listeners);
+    w.bool(metrics_started.is_some());
+    if let Some(started) = metrics_started {
+        w.u64(started);
+    }
+    w.length(connections);
+    stats.encode(w);
+    w.u64(next_serial);
+}
+
+/// Writes one connection of a saved state: what the loop keeps about it, then its
+/// state machine, with deadlines relative to `now`.
+pub fn write_connection(w: &mut Writer, meta: &Meta, conn: &Connection, now: Tick) {
+    meta.save(w);
+    conn.save(w, now);
 }
 
 /// Reads a saved state; deadlines come back relative to `now`.
@@ -200,25 +228,17 @@ mod tests {
     fn sample(now: Tick) -> Vec<u8> {
         let p = Rules::default();
         let mut w = Writer::new();
-        w.raw(MAGIC);
-        w.u32(VERSION);
-        w.length(2);
-        w.bool(true);
-        w.u64(1_700_000_000);
-        w.length(2);
         let stats = Stats {
             accepted: 5,
             lines: 9,
             ..Stats::default()
         };
-        stats.encode(&mut w);
-        w.u64(6);
+        write_header(&mut w, 2, Some(1_700_000_000), 2, &stats, 6);
         for peer in ["192.0.2.1:4000", "[2001:db8::1]:5000"] {
-            meta(peer).save(&mut w);
             let mut conn = Connection::new(&p);
             conn.handle_activity(&p, now);
             conn.handle_input(&p, b"one\ntw");
-            conn.save(&mut w, now);
+            write_connection(&mut w, &meta(peer), &conn, now);
         }
         w.into_bytes()
     }

@@ -285,6 +285,64 @@ fn a_truncated_connection_is_an_error() {
     }
 }
 
+/// A connection in `state` with lines waiting or not and no output, as bytes.
+fn without_output(state: State, waiting: bool) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.u8(state_code(state));
+    w.u8(0); // No close reason.
+    w.bool(false); // No FIN from the peer.
+    w.bool(waiting);
+    w.bytes(b"one\n");
+    w.bytes(b""); // No output.
+    w.u64(0);
+    telnet::Filter::Off.save(&mut w);
+    w.u8(0); // No PROXY source.
+    w.deadline(Tick::NEVER, Tick::from_millis(0));
+    w.deadline(Tick::NEVER, Tick::from_millis(0));
+    w.into_bytes()
+}
+
+/// A connection waiting for its output to drain, with no output, would never move again
+/// in the new image: refused, with a reason. The same with output, or in a state that
+/// reads, loads.
+#[test]
+fn a_connection_that_could_never_move_is_refused() {
+    let load = |bytes: Vec<u8>| Connection::load(&mut Reader::new(&bytes), Tick::from_millis(0));
+    let never = Err(Malformed("a connection that could never move again"));
+    for (state, waiting) in [
+        (State::Open, true),
+        (State::Finishing, false),
+        (State::Finishing, true),
+        (State::Flushing, false),
+    ] {
+        assert_eq!(
+            load(without_output(state, waiting)).map(|_| ()),
+            never,
+            "{state}"
+        );
+    }
+    for state in [
+        State::Open,
+        State::ProxyHeader,
+        State::Lingering,
+        State::Closed,
+    ] {
+        assert!(load(without_output(state, false)).is_ok(), "{state}");
+    }
+    // Waiting behind output is the normal case.
+    let p = Rules {
+        max_pending: 4,
+        telnet: Telnet::Off,
+        ..Rules::default()
+    };
+    let mut c = Connection::new(&p);
+    c.handle_input(&p, b"one\ntwo\nthree\n");
+    assert!(!c.wants_read(&p), "lines wait for room");
+    let mut w = Writer::new();
+    c.save(&mut w, Tick::from_millis(0));
+    assert!(load(w.into_bytes()).is_ok());
+}
+
 proptest! {
     /// Garbage, or a saved connection with bytes overwritten, gives an error or a
     /// connection, never a panic.
