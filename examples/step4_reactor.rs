@@ -39,8 +39,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     eprintln!("listening on {}", listener.local_addr()?);
 
     let mut poll = Poll::new()?;
-    poll.registry()
-        .register(&mut listener, LISTENER, Interest::READABLE)?;
+    poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
     let mut clients = Slab::new();
     let mut events = Events::with_capacity(1024);
     // One read buffer for everyone: bytes move out of it before the next client reads.
@@ -95,8 +94,7 @@ fn accept_all(listener: &TcpListener, poll: &Poll, clients: &mut Slab<Client>) -
         // Both interests, once, never changed: with edge triggering an idle WRITABLE
         // costs nothing, so there is no reason to re-register.
         let interest = Interest::READABLE | Interest::WRITABLE;
-        poll.registry()
-            .register(&mut stream, Token(entry.key()), interest)?;
+        poll.registry().register(&mut stream, Token(entry.key()), interest)?;
         // send(banner) becomes "queue the banner": a fresh registration reports the
         // socket writable at once, and that first event sends it.
         entry.insert(Client {

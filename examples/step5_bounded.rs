@@ -59,8 +59,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let mut listener = TcpListener::bind(addr)?;
     eprintln!("listening on {}", listener.local_addr()?);
     let mut poll = Poll::new()?;
-    poll.registry()
-        .register(&mut listener, LISTENER, Interest::READABLE)?;
+    poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
     let mut clients = Slab::new();
     let mut events = Events::with_capacity(1024);
     let mut scratch = vec![0; 64 * 1024];
@@ -118,8 +117,7 @@ fn accept_all(listener: &TcpListener, poll: &Poll, clients: &mut Slab<Client>) -
         eprintln!("Connected with {peer}");
         let entry = clients.vacant_entry();
         let interest = Interest::READABLE | Interest::WRITABLE;
-        poll.registry()
-            .register(&mut stream, Token(entry.key()), interest)?;
+        poll.registry().register(&mut stream, Token(entry.key()), interest)?;
         entry.insert(Client {
             stream,
             input: Vec::new(),

@@ -3,15 +3,10 @@
 //! send and when to close, with no socket, like echod's `src/protocol`; the loop only
 //! moves bytes. `tests/ladder.rs` tests `Conn` without a network. (Comments: what is new.)
 
-use mio::net::{TcpListener, TcpStream};
-use mio::{Events, Interest, Poll, Token};
+use mio::{net::TcpListener, net::TcpStream, Events, Interest, Poll, Token};
 use slab::Slab;
-use std::env;
-use std::error::Error;
-use std::io::ErrorKind::{Interrupted, WouldBlock};
-use std::io::{self, Read, Write};
-use std::net::Shutdown;
-use std::time::Duration;
+use std::io::{self, ErrorKind::Interrupted, ErrorKind::WouldBlock, Read, Write};
+use std::{env, error::Error, net::Shutdown, time::Duration};
 
 const BANNER: &[u8] = b"Welcome to the server. Type something and hit enter\n";
 const LISTENER: Token = Token(usize::MAX);
@@ -19,7 +14,7 @@ const MAX_LINE: usize = 64 * 1024;
 const MAX_PENDING: usize = 64 * 1024;
 const READS_PER_VISIT: usize = 16;
 
-#[derive(Debug, PartialEq)]
+#[derive(PartialEq)]
 enum State {
     Open,
     Closing,
@@ -36,27 +31,14 @@ pub(crate) struct Conn {
 
 impl Conn {
     pub(crate) fn new() -> Conn {
-        let (input, output) = (Vec::new(), BANNER.to_vec());
-        Conn {
-            input,
-            output,
-            state: State::Open,
-        }
+        Conn { input: Vec::new(), output: BANNER.to_vec(), state: State::Open }
     }
 
     /// What a read returned; the end of the stream is `&[]`, as `read` says `Ok(0)`.
     pub(crate) fn handle_input(&mut self, bytes: &[u8]) {
         match self.state {
-            State::Open if bytes.is_empty() => {
-                if !self.input.is_empty() {
-                    reply(&mut self.output, &self.input); // the final fragment
-                }
-                (self.input, self.state) = (Vec::new(), State::Done);
-            }
-            State::Open => {
-                self.input.extend_from_slice(bytes);
-                self.answer_lines();
-            }
+            State::Open if bytes.is_empty() => self.end_input(State::Done, b""),
+            State::Open => self.answer_lines(bytes),
             _ if bytes.is_empty() => self.state = State::Done,
             _ => {} // Closing or Lingering: dropped. Done: nothing is read.
         }
@@ -91,22 +73,28 @@ impl Conn {
         self.state == State::Done && self.output.is_empty()
     }
 
-    fn answer_lines(&mut self) {
-        let input = &mut self.input;
-        let complete = input.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-        let mut too_long = input.len() - complete > MAX_LINE;
-        for line in input[..complete].split_inclusive(|&b| b == b'\n') {
+    fn answer_lines(&mut self, bytes: &[u8]) {
+        self.input.extend_from_slice(bytes);
+        let complete = self.input.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let lines: Vec<u8> = self.input.drain(..complete).collect();
+        for line in lines.split_inclusive(|&b| b == b'\n') {
             if line.len() > MAX_LINE + 1 {
-                too_long = true;
-                break;
+                return self.end_input(State::Closing, b"ERR line too long\n");
             }
             reply(&mut self.output, line);
         }
-        input.drain(..complete);
-        if too_long {
-            self.output.extend_from_slice(b"ERR line too long\n");
-            (self.input, self.state) = (Vec::new(), State::Closing);
+        if self.input.len() > MAX_LINE {
+            self.end_input(State::Closing, b"ERR line too long\n");
         }
+    }
+
+    /// No more input: a fragment left is answered, unless we end with an error.
+    fn end_input(&mut self, next: State, error: &[u8]) {
+        if error.is_empty() && !self.input.is_empty() {
+            reply(&mut self.output, &self.input);
+        }
+        self.output.extend_from_slice(error);
+        (self.input, self.state) = (Vec::new(), next);
     }
 }
 
@@ -123,17 +111,13 @@ struct Client {
 }
 
 fn main() -> Result<(), Box<dyn Error>> {
-    let arg = env::args().nth(1);
-    let addr = arg.as_deref().unwrap_or("127.0.0.1:8888").parse()?;
+    let addr = env::args().nth(1).unwrap_or("127.0.0.1:8888".into()).parse()?;
     let mut listener = TcpListener::bind(addr)?;
     eprintln!("listening on {}", listener.local_addr()?);
     let mut poll = Poll::new()?;
-    poll.registry()
-        .register(&mut listener, LISTENER, Interest::READABLE)?;
-    let mut clients = Slab::new();
-    let mut events = Events::with_capacity(1024);
-    let mut scratch = vec![0; 64 * 1024];
-    let (mut ready, mut owed) = (Vec::new(), Vec::new());
+    poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+    let (mut clients, mut events) = (Slab::new(), Events::with_capacity(1024));
+    let (mut ready, mut owed, mut scratch) = (Vec::new(), Vec::new(), vec![0; 64 * 1024]);
     loop {
         let timeout = (!owed.is_empty()).then_some(Duration::ZERO);
         match poll.poll(&mut events, timeout) {
@@ -142,11 +126,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         }
         for event in events.iter() {
             match event.token() {
-                LISTENER => {
-                    if let Err(e) = accept_all(&listener, &poll, &mut clients) {
-                        eprintln!("accept: {e}");
-                    }
-                }
+                LISTENER => accept_all(&listener, &poll, &mut clients),
                 Token(key) => {
                     if let Some(client) = clients.get_mut(key) {
                         client.can_read |= event.is_readable();
@@ -172,24 +152,19 @@ fn main() -> Result<(), Box<dyn Error>> {
     }
 }
 
-fn accept_all(listener: &TcpListener, poll: &Poll, clients: &mut Slab<Client>) -> io::Result<()> {
+fn accept_all(listener: &TcpListener, poll: &Poll, clients: &mut Slab<Client>) {
     loop {
         let (mut stream, peer) = match listener.accept() {
             Ok(accepted) => accepted,
-            Err(e) if e.kind() == WouldBlock => return Ok(()),
-            Err(e) => return Err(e),
+            Err(e) if e.kind() == WouldBlock => return,
+            Err(e) => return eprintln!("accept: {e}"),
         };
         eprintln!("Connected with {peer}");
-        let entry = clients.vacant_entry();
-        let interest = Interest::READABLE | Interest::WRITABLE;
-        poll.registry()
-            .register(&mut stream, Token(entry.key()), interest)?;
-        let conn = Conn::new();
-        entry.insert(Client {
-            stream,
-            can_read: false,
-            conn,
-        });
+        let (entry, interest) = (clients.vacant_entry(), Interest::READABLE | Interest::WRITABLE);
+        match poll.registry().register(&mut stream, Token(entry.key()), interest) {
+            Ok(()) => _ = entry.insert(Client { stream, can_read: false, conn: Conn::new() }),
+            Err(e) => eprintln!("register: {e}"),
+        }
     }
 }
 

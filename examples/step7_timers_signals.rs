@@ -1,23 +1,17 @@
 //! Step 7: time and signals. Step 6 waits forever: a silent client holds its slot for
 //! good, and SIGTERM kills every conversation mid-line. Here each `Conn` owns a deadline
-//! (`poll_timeout`, `handle_timeout`), the loop keeps one heap entry per client and sleeps
-//! in `poll` until the nearest live one (none: no wakeups at all while idle), and SIGTERM
-//! arrives as one more event (signal-hook-mio) and starts a drain: stop accepting, answer
-//! what each client sent, close, exit 0. Run: `step7_timers_signals [ADDR [IDLE_SECS]]`.
+//! (`poll_timeout`, `handle_timeout`); the loop keeps the deadlines in order and sleeps in
+//! `poll` until the nearest one (none: no wakeups at all while idle). SIGTERM comes as one
+//! more event (signal-hook-mio) and drains: stop accepting, answer what each client sent,
+//! close, exit 0. The idle timeout is `IDLE_TIMEOUT` in the environment (seconds; 300).
 
-use mio::net::{TcpListener, TcpStream};
-use mio::{Events, Interest, Poll, Token};
+use mio::{net::TcpListener, net::TcpStream, Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
-use std::env;
-use std::error::Error;
-use std::io::ErrorKind::{Interrupted, WouldBlock};
-use std::io::{self, Read, Write};
-use std::net::Shutdown;
+use std::io::{self, ErrorKind::Interrupted, ErrorKind::WouldBlock, Read, Write};
 use std::time::{Duration, Instant};
+use std::{collections::BTreeSet, env, error::Error, net::Shutdown};
 
 const BANNER: &[u8] = b"Welcome to the server. Type something and hit enter\n";
 const LISTENER: Token = Token(usize::MAX);
@@ -28,7 +22,7 @@ const READS_PER_VISIT: usize = 16;
 /// After SIGTERM, how long the clients get to take their replies.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
-#[derive(Debug, PartialEq)]
+#[derive(PartialEq)]
 enum State {
     Open,
     Closing,
@@ -40,7 +34,7 @@ pub(crate) struct Conn {
     input: Vec<u8>,
     output: Vec<u8>,
     state: State,
-    /// When this conversation next needs the clock; we are told the time, never read it.
+    /// When this conversation next needs the clock; it is told the time, never reads it.
     deadline: Instant,
     idle: Duration,
 }
@@ -48,35 +42,21 @@ pub(crate) struct Conn {
 impl Conn {
     pub(crate) fn new(now: Instant, idle: Duration) -> Conn {
         let (input, output, state) = (Vec::new(), BANNER.to_vec(), State::Open);
-        Conn {
-            input,
-            output,
-            state,
-            deadline: now + idle,
-            idle,
-        }
+        Conn { input, output, state, deadline: now + idle, idle }
     }
 
     pub(crate) fn handle_input(&mut self, bytes: &[u8], now: Instant) {
         self.handle_activity(now);
         match self.state {
-            State::Open if bytes.is_empty() => {
-                if !self.input.is_empty() {
-                    reply(&mut self.output, &self.input);
-                }
-                (self.input, self.state) = (Vec::new(), State::Done);
-            }
-            State::Open => {
-                self.input.extend_from_slice(bytes);
-                self.answer_lines();
-            }
+            State::Open if bytes.is_empty() => self.end_input(State::Done, b""),
+            State::Open => self.answer_lines(bytes),
             _ if bytes.is_empty() => self.state = State::Done,
             _ => {}
         }
     }
 
-    /// Bytes moved: the idle deadline moves on (not once we end it: a client cannot keep
-    /// a closing conversation alive by talking).
+    /// Bytes moved: the idle deadline moves on, but not once we end the conversation (a
+    /// client cannot keep it alive by talking).
     fn handle_activity(&mut self, now: Instant) {
         if !matches!(self.state, State::Closing | State::Lingering) {
             self.deadline = now + self.idle;
@@ -87,25 +67,23 @@ impl Conn {
         self.deadline
     }
 
-    /// The deadline may have moved since it was armed: only a passed one counts.
+    /// A passed deadline ends the conversation with `ERR idle timeout`; a second one gives
+    /// up on a client that does not take it.
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
         if now < self.deadline {
         } else if self.state == State::Open {
-            self.output.extend_from_slice(b"ERR idle timeout\n");
-            (self.input, self.state, self.deadline) = (Vec::new(), State::Closing, now + self.idle);
+            self.end_input(State::Closing, b"ERR idle timeout\n");
+            self.deadline = now + self.idle;
         } else {
-            (self.output, self.state) = (Vec::new(), State::Done); // stuck: we give up
+            (self.output, self.state) = (Vec::new(), State::Done);
         }
     }
 
-    /// SIGTERM, once we have read what the client sent: input ends, as at its FIN, but
-    /// we close first.
+    /// SIGTERM, once what the client sent is read: its input ends as at its FIN, but we
+    /// close first.
     pub(crate) fn handle_shutdown(&mut self) {
         if self.state == State::Open {
-            if !self.input.is_empty() {
-                reply(&mut self.output, &self.input);
-            }
-            (self.input, self.state) = (Vec::new(), State::Closing);
+            self.end_input(State::Closing, b"");
         }
     }
 
@@ -135,22 +113,28 @@ impl Conn {
         self.state == State::Done && self.output.is_empty()
     }
 
-    fn answer_lines(&mut self) {
-        let input = &mut self.input;
-        let complete = input.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-        let mut too_long = input.len() - complete > MAX_LINE;
-        for line in input[..complete].split_inclusive(|&b| b == b'\n') {
+    fn answer_lines(&mut self, bytes: &[u8]) {
+        self.input.extend_from_slice(bytes);
+        let complete = self.input.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let lines: Vec<u8> = self.input.drain(..complete).collect();
+        for line in lines.split_inclusive(|&b| b == b'\n') {
             if line.len() > MAX_LINE + 1 {
-                too_long = true;
-                break;
+                return self.end_input(State::Closing, b"ERR line too long\n");
             }
             reply(&mut self.output, line);
         }
-        input.drain(..complete);
-        if too_long {
-            self.output.extend_from_slice(b"ERR line too long\n");
-            (self.input, self.state) = (Vec::new(), State::Closing);
+        if self.input.len() > MAX_LINE {
+            self.end_input(State::Closing, b"ERR line too long\n");
         }
+    }
+
+    /// No more input: a fragment left is answered, unless we end with an error.
+    fn end_input(&mut self, next: State, error: &[u8]) {
+        if error.is_empty() && !self.input.is_empty() {
+            reply(&mut self.output, &self.input);
+        }
+        self.output.extend_from_slice(error);
+        (self.input, self.state) = (Vec::new(), next);
     }
 }
 
@@ -163,54 +147,31 @@ struct Client {
     stream: TcpStream,
     can_read: bool,
     conn: Conn,
-    /// The deadline of this client's one live heap entry.
-    armed: Option<Instant>,
+    /// The deadline this client is filed under in `timers`.
+    filed: Instant,
 }
 
 fn main() -> Result<(), Box<dyn Error>> {
-    let arg = env::args().nth(1);
-    let addr = arg.as_deref().unwrap_or("127.0.0.1:8888").parse()?;
-    let idle = Duration::from_secs_f64(env::args().nth(2).as_deref().unwrap_or("300").parse()?);
-    let mut listener = Some(TcpListener::bind(addr)?);
+    let addr = env::args().nth(1).unwrap_or("127.0.0.1:8888".into()).parse()?;
+    let idle = env::var("IDLE_TIMEOUT").map_or(Ok(300.0), |secs| secs.parse())?;
+    let idle = Duration::try_from_secs_f64(idle)?;
+    let mut listener = TcpListener::bind(addr)?;
+    eprintln!("listening on {}", listener.local_addr()?);
     let mut poll = Poll::new()?;
-    if let Some(listener) = &mut listener {
-        eprintln!("listening on {}", listener.local_addr()?);
-        poll.registry()
-            .register(listener, LISTENER, Interest::READABLE)?;
-    }
-    // The handler only writes a byte to a pipe that the loop polls like a socket.
+    poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+    // The signal handler only writes to a pipe, which the loop polls like a socket.
     let mut signals = Signals::new([SIGINT, SIGTERM])?;
-    poll.registry()
-        .register(&mut signals, SIGNALS, Interest::READABLE)?;
-    let mut clients = Slab::new();
-    let mut events = Events::with_capacity(1024);
-    let mut scratch = vec![0; 64 * 1024];
-    let (mut ready, mut owed) = (Vec::new(), Vec::new());
-    let mut timers = BinaryHeap::new(); // Reverse((deadline, key)): the nearest on top
-    let mut drain: Option<Instant> = None; // set by SIGTERM: when we exit anyway
+    poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
+    let mut listener = Some(listener); // dropped at SIGTERM: new clients are refused
+    let (mut clients, mut events) = (Slab::new(), Events::with_capacity(1024));
+    let (mut ready, mut owed, mut scratch) = (Vec::new(), Vec::new(), vec![0; 64 * 1024]);
+    // Each client's deadline with its key, in order: the first is the next to come. Closed
+    // clients leave none, so with no client the loop sleeps for good.
+    let (mut timers, mut drain) = (BTreeSet::new(), None);
     loop {
-        // An entry whose client closed, or was re-armed earlier, must not wake us.
-        while let Some(&Reverse((at, key))) = timers.peek() {
-            if clients
-                .get(key)
-                .is_some_and(|c: &Client| c.armed == Some(at))
-            {
-                break;
-            }
-            timers.pop();
-        }
-        let next = timers
-            .peek()
-            .map(|&Reverse((at, _))| at)
-            .into_iter()
-            .chain(drain)
-            .min();
-        let timeout = next.map(|at| at.saturating_duration_since(Instant::now()));
-        let timeout = if owed.is_empty() {
-            timeout
-        } else {
-            Some(Duration::ZERO)
-        };
+        let next = timers.first().map(|&(at, _)| at).into_iter().chain(drain).min();
+        let timeout = next.map(|at: Instant| at.saturating_duration_since(Instant::now()));
+        let timeout = if owed.is_empty() { timeout } else { Some(Duration::ZERO) };
         match poll.poll(&mut events, timeout) {
             Err(e) if e.kind() == Interrupted => continue,
             result => result?,
@@ -219,16 +180,14 @@ fn main() -> Result<(), Box<dyn Error>> {
         for event in events.iter() {
             match event.token() {
                 LISTENER => {
-                    let listener = listener.as_ref().expect("registered while it exists");
-                    if let Err(e) = accept_all(listener, &poll, &mut clients, now, idle) {
-                        eprintln!("accept: {e}");
-                    }
+                    let Some(listener) = &listener else { continue };
+                    accept_all(listener, &poll, &mut clients, &mut ready, || Conn::new(now, idle));
                 }
-                SIGNALS if signals.pending().count() > 0 && drain.is_some() => return Ok(()),
+                SIGNALS if signals.pending().count() == 0 => {}
+                SIGNALS if drain.is_some() => return Ok(()), // a second signal: exit now
                 SIGNALS => {
                     eprintln!("draining {} clients", clients.len());
-                    drain = Some(now + DRAIN_TIMEOUT);
-                    listener = None; // closed: new clients are refused
+                    (listener, drain) = (None, Some(now + DRAIN_TIMEOUT));
                     for (key, client) in clients.iter_mut() {
                         client.can_read = true; // bytes may have come since the last read
                         ready.push(key);
@@ -243,30 +202,24 @@ fn main() -> Result<(), Box<dyn Error>> {
             }
         }
         // The deadlines that came: each conversation decides what its timeout means.
-        while let Some(&Reverse((at, key))) = timers.peek().filter(|Reverse((at, _))| *at <= now) {
-            timers.pop();
-            if let Some(client) = clients.get_mut(key).filter(|c| c.armed == Some(at)) {
-                client.armed = None;
-                client.conn.handle_timeout(now);
-                ready.push(key);
-            }
+        while let Some(&(at, key)) = timers.first().filter(|&&(at, _)| at <= now) {
+            timers.remove(&(at, key));
+            clients[key].conn.handle_timeout(now);
+            ready.push(key);
         }
         ready.append(&mut owed);
         ready.sort_unstable();
         ready.dedup();
         for key in ready.drain(..) {
             let client = &mut clients[key];
+            timers.remove(&(client.filed, key));
             match serve(client, &mut scratch, now, drain.is_some()) {
                 Ok(false) => {
                     if client.can_read && client.conn.wants_read() {
                         owed.push(key);
                     }
-                    // Lazy: activity moves deadlines later, and the old entry stays. We push
-                    // only an earlier one; a later one is found when the old entry comes due.
-                    let at = client.conn.poll_timeout();
-                    if client.armed.is_none_or(|armed| at < armed) {
-                        (client.armed, ()) = (Some(at), timers.push(Reverse((at, key))));
-                    }
+                    client.filed = client.conn.poll_timeout(); // activity moves it on
+                    timers.insert((client.filed, key));
                 }
                 Ok(true) | Err(_) => {
                     let mut client = clients.remove(key);
@@ -280,40 +233,35 @@ fn main() -> Result<(), Box<dyn Error>> {
     }
 }
 
+/// Accepts what is queued; each new client is visited this turn, to file its deadline.
 fn accept_all(
     listener: &TcpListener,
     poll: &Poll,
     clients: &mut Slab<Client>,
-    now: Instant,
-    idle: Duration,
-) -> io::Result<()> {
+    ready: &mut Vec<usize>,
+    new: impl Fn() -> Conn,
+) {
     loop {
         let (mut stream, peer) = match listener.accept() {
             Ok(accepted) => accepted,
-            Err(e) if e.kind() == WouldBlock => return Ok(()),
-            Err(e) => return Err(e),
+            Err(e) if e.kind() == WouldBlock => return,
+            Err(e) => return eprintln!("accept: {e}"),
         };
         eprintln!("Connected with {peer}");
-        let entry = clients.vacant_entry();
-        let interest = Interest::READABLE | Interest::WRITABLE;
-        poll.registry()
-            .register(&mut stream, Token(entry.key()), interest)?;
-        let conn = Conn::new(now, idle);
-        entry.insert(Client {
-            stream,
-            can_read: false,
-            conn,
-            armed: None,
-        });
+        let (entry, interest) = (clients.vacant_entry(), Interest::READABLE | Interest::WRITABLE);
+        match poll.registry().register(&mut stream, Token(entry.key()), interest) {
+            Ok(()) => {
+                let conn = new();
+                ready.push(entry.key());
+                entry.insert(Client { stream, can_read: false, filed: conn.poll_timeout(), conn });
+            }
+            Err(e) => eprintln!("register: {e}"),
+        }
     }
 }
 
-fn serve(
-    client: &mut Client,
-    scratch: &mut [u8],
-    now: Instant,
-    draining: bool,
-) -> io::Result<bool> {
+/// The loop's part: move bytes between the socket and the `Conn`, and act on its answers.
+fn serve(client: &mut Client, scratch: &mut [u8], now: Instant, drain: bool) -> io::Result<bool> {
     send(client, now)?;
     for _ in 0..READS_PER_VISIT {
         if !(client.can_read && client.conn.wants_read()) {
@@ -326,7 +274,7 @@ fn serve(
         }
         send(client, now)?;
     }
-    if draining && !client.can_read {
+    if drain && !client.can_read {
         client.conn.handle_shutdown(); // all it sent before is read: its input ends here
         send(client, now)?;
     }

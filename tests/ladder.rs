@@ -18,11 +18,13 @@ use util::*;
 
 /// Step 6's `Conn`, tested below without a socket (the example's `main` is not run).
 #[allow(dead_code)]
+#[rustfmt::skip] // formatted as an example, by examples/rustfmt.toml
 #[path = "../examples/step6_sans_io.rs"]
 mod sans_io6;
 
 /// Step 7's `Conn`, with its deadline.
 #[allow(dead_code)]
+#[rustfmt::skip]
 #[path = "../examples/step7_timers_signals.rs"]
 mod timers7;
 
@@ -59,9 +61,16 @@ fn example(name: &str) -> Command {
 
 /// Starts a server step on a free port (learned from its `listening on` line); the guard
 /// kills it when dropped.
-fn start(step: &str, extra: &[&str]) -> Echod {
+fn start(step: &str) -> Echod {
     let mut cmd = example(step);
-    cmd.arg("127.0.0.1:0").args(extra);
+    cmd.arg("127.0.0.1:0");
+    Echod::spawn(cmd)
+}
+
+/// Starts step 7 with an idle timeout of `secs` seconds.
+fn start_step7(secs: &str) -> Echod {
+    let mut cmd = example("step7_timers_signals");
+    cmd.arg("127.0.0.1:0").env("IDLE_TIMEOUT", secs);
     Echod::spawn(cmd)
 }
 
@@ -160,7 +169,7 @@ fn large_burst_is_answered_completely_and_in_order(server: &Echod) {
 
 /// The conversation every server step holds with one client at a time.
 fn one_client_conversation(step: &str) {
-    let server = start(step, &[]);
+    let server = start(step);
     replies_to_lines_split_across_writes(&server);
     half_close_answers_the_final_fragment(&server);
     silent_client_gets_the_banner_then_fin(&server);
@@ -178,7 +187,7 @@ macro_rules! conversation {
             }
             #[test]
             fn serves_many_clients_at_once() {
-                fifty_concurrent_clients_get_their_own_replies(&start($step, &[]));
+                fifty_concurrent_clients_get_their_own_replies(&start($step));
             }
         }
     )*};
@@ -203,7 +212,7 @@ fn step2_holds_the_conversation() {
 /// leaves.
 #[test]
 fn step2_cannot_serve_two_clients_at_once() {
-    let server = start("step2_blocking", &[]);
+    let server = start("step2_blocking");
     let mut first = server.connect_greeted();
     let mut second = server.connect();
     second.write_all(b"hello?\n").unwrap();
@@ -224,7 +233,7 @@ const MAX_LINE: usize = 64 * 1024;
 /// A line of exactly `MAX_LINE` bytes is answered; one byte more gets `ERR line too
 /// long` after the replies to the lines before it, then our FIN, and a clean close.
 fn max_line(step: &str) {
-    let server = start(step, &[]);
+    let server = start(step);
     let mut s = server.connect_greeted();
     let longest = [vec![b'x'; MAX_LINE], b"\n".to_vec()].concat();
     send_expect(&mut s, &longest, &[b"OK...", &longest[..]].concat());
@@ -241,7 +250,7 @@ fn max_line(step: &str) {
 /// most `MAX_PENDING` of replies; once it reads, every reply arrives, in order, and the
 /// final fragment too: the server resumed reading by itself, with no new edge.
 fn backpressure(step: &str) {
-    let server = start(step, &[]);
+    let server = start(step);
     let mut s = server.connect_greeted();
     let flooded = flood(&mut s, Duration::from_millis(300), 64 << 20, None);
     assert!(
@@ -274,7 +283,7 @@ fn backpressure(step: &str) {
 /// Fairness: while one client sends as fast as it can (and reads its replies), another
 /// is answered.
 fn fairness(step: &str) {
-    let server = start(step, &[]);
+    let server = start(step);
     let hog = server.connect_greeted();
     let stop = Arc::new(AtomicBool::new(false));
     let mut reader = hog.try_clone().unwrap();
@@ -333,7 +342,7 @@ limits! {
 /// A silent client gets `ERR idle timeout` after the idle time, then our FIN.
 #[test]
 fn step7_idle_timeout() {
-    let server = start("step7_timers_signals", &["0.3"]);
+    let server = start_step7("0.3");
     let started = Instant::now();
     let mut s = server.connect_greeted();
     assert_eq!(read_to_fin(&mut s), b"ERR idle timeout\n");
@@ -344,7 +353,7 @@ fn step7_idle_timeout() {
 /// no timeout, even though that client's deadline is still in the heap.
 #[test]
 fn step7_a_closed_client_leaves_no_wakeup() {
-    let server = start("step7_timers_signals", &["0.2"]);
+    let server = start_step7("0.2");
     let mut s = server.connect();
     send_and_close(&mut s, b"bye");
     assert_eq!(read_to_fin(&mut s), [BANNER, b"OK...bye"].concat());
@@ -366,7 +375,7 @@ fn assert_silent_for(server: &Echod, d: Duration) {
 /// FIN; once the client closes, the server exits 0. New clients are refused meanwhile.
 #[test]
 fn step7_sigterm_drains_and_exits_0() {
-    let mut server = start("step7_timers_signals", &[]);
+    let mut server = start("step7_timers_signals");
     let mut s = server.connect_greeted();
     send_expect(&mut s, b"pending\npartial", b"OK...pending\n");
     server.signal("TERM");
