@@ -1,9 +1,10 @@
 //! The teaching docs point into the code; these tests keep them pointing at the right place.
 //!
-//! - Every link from `docs/TUTORIAL.md` or `docs/ARCHITECTURE.md` to `../src/FILE.rs#LN`
-//!   must name the item it points at (`fn_name`, `Type::fn_name`, `module::fn_name`, a
-//!   constant, a field or a variant), and line N must declare that item. A refactor that
-//!   moves code fails here instead of silently rotting the tutorial.
+//! - Docs point at code by file and item, never by line number: a link from
+//!   `docs/TUTORIAL.md` or `docs/ARCHITECTURE.md` to `../src/FILE.rs` whose text names an
+//!   item (`fn_name`, `Type::fn_name`, `module::fn_name`, a constant, a field or a variant)
+//!   must land on a file that declares that item. A refactor that renames or moves code
+//!   fails here instead of silently rotting the docs.
 //! - Other relative links (files, headings) must resolve.
 //! - The mermaid `stateDiagram-v2` in `docs/ARCHITECTURE.md` must use exactly the variants
 //!   of `conn::State`, and its arrows must be exactly the transitions the state machine
@@ -174,8 +175,17 @@ fn module_name(path: &Path) -> String {
     }
 }
 
-/// Checks one `../src/FILE.rs#LN` link; returns why it is wrong, if it is.
+/// Checks that line `line_no` of `src/FILE` declares the item `text` names; returns why
+/// not, if it does not.
 fn check_code_link(file: &str, line_no: usize, text: &str) -> Result<(), String> {
+    let path = root().join("src").join(file);
+    let source = std::fs::read_to_string(&path).map_err(|e| format!("src/{file}: {e}"))?;
+    let lines: Vec<&str> = source.lines().collect();
+    check_code_line(file, &lines, line_no, text)
+}
+
+/// [`check_code_link`] on the lines of `src/FILE`, already read.
+fn check_code_line(file: &str, lines: &[&str], line_no: usize, text: &str) -> Result<(), String> {
     let item = text.trim_matches('`').trim_end_matches("()");
     let parts: Vec<&str> = item.split("::").collect();
     if !parts.iter().all(|p| is_ident(p)) {
@@ -186,12 +196,10 @@ fn check_code_link(file: &str, line_no: usize, text: &str) -> Result<(), String>
     let name = parts[parts.len() - 1];
     let qualifier = (parts.len() > 1).then(|| parts[parts.len() - 2]);
     let path = root().join("src").join(file);
-    let source = std::fs::read_to_string(&path).map_err(|e| format!("src/{file}: {e}"))?;
-    let lines: Vec<&str> = source.lines().collect();
     let Some(line) = line_no.checked_sub(1).and_then(|i| lines.get(i)) else {
         return Err(format!("src/{file} has no line {line_no}"));
     };
-    let header = enclosing_item(&lines, line_no - 1);
+    let header = enclosing_item(lines, line_no - 1);
     if !declares(line, name, header) {
         return Err(format!(
             "src/{file}:{line_no} does not declare `{name}`; it reads {:?}",
@@ -229,12 +237,19 @@ fn check_code_link(file: &str, line_no: usize, text: &str) -> Result<(), String>
     Ok(())
 }
 
-/// The lines of `src/FILE` where a link named `text` would be right (to suggest a fix).
+/// The lines of `src/FILE` that declare the item `text` names.
 fn lines_declaring(file: &str, text: &str) -> Vec<usize> {
-    let count = std::fs::read_to_string(root().join("src").join(file))
-        .map_or(0, |source| source.lines().count());
-    (1..=count)
-        .filter(|&n| check_code_link(file, n, text).is_ok())
+    let source = std::fs::read_to_string(root().join("src").join(file)).unwrap_or_default();
+    let lines: Vec<&str> = source.lines().collect();
+    let name = text
+        .trim_matches('`')
+        .trim_end_matches("()")
+        .rsplit("::")
+        .next()
+        .unwrap_or("");
+    (1..=lines.len())
+        .filter(|&n| lines[n - 1].contains(name))
+        .filter(|&n| check_code_line(file, &lines, n, text).is_ok())
         .collect()
 }
 
@@ -266,57 +281,46 @@ fn anchors(markdown: &str) -> BTreeSet<String> {
     found
 }
 
-/// Every `../src/FILE.rs#LN` link names the item declared on line N.
+/// Does `text` (a link's text) name an item, rather than a file or a phrase?
+fn names_an_item(text: &str) -> bool {
+    let item = text.trim_matches('`').trim_end_matches("()");
+    text.starts_with('`') && item.split("::").all(is_ident)
+}
+
+/// Every link to `../src/FILE.rs` whose text names an item lands on a file declaring
+/// that item, and no link into the code carries a line number.
 #[test]
-fn code_links_land_on_the_item_they_name() {
+fn code_links_land_on_a_file_declaring_the_item_they_name() {
     let mut errors = String::new();
     let mut checked = 0;
-    // With ECHOD_FIX_DOC_LINKS=1 the test rewrites anchors whose item moved (and is
-    // declared exactly once), then fails only for what it could not fix.
-    let fix = std::env::var("ECHOD_FIX_DOC_LINKS").as_deref() == Ok("1");
     for doc in DOCS {
-        let mut moves = Vec::new();
         for link in links(&read(doc)) {
             let Some(target) = link.target.strip_prefix("../src/") else {
                 continue;
             };
-            let Some((file, anchor)) = target.split_once('#') else {
+            if let Some((_, anchor)) = target.split_once('#') {
+                let _ = writeln!(
+                    errors,
+                    "{doc}:{}: [{}]({}): point at code by file and item, not #{anchor}",
+                    link.line, link.text, link.target
+                );
+                continue;
+            }
+            if !names_an_item(&link.text) {
                 continue; // A whole file: checked with the other relative links.
-            };
-            let result = anchor
-                .strip_prefix('L')
-                .and_then(|n| n.parse::<usize>().ok())
-                .ok_or_else(|| format!("anchor #{anchor} is not #L<line>"))
-                .and_then(|n| check_code_link(file, n, &link.text));
+            }
             checked += 1;
-            if let Err(why) = result {
-                let now_at = match lines_declaring(file, &link.text)[..] {
-                    [n] => Some(n),
-                    _ => None,
+            if lines_declaring(target, &link.text).is_empty() {
+                let why = check_code_link(target, 1, &link.text)
+                    .err()
+                    .unwrap_or_default();
+                let why = if why.contains("does not name an item") {
+                    why
+                } else {
+                    format!("src/{target} declares no `{}`", link.text.trim_matches('`'))
                 };
-                if let (true, Some(n)) = (fix, now_at) {
-                    moves.push((
-                        link.line,
-                        format!("[{}]({})", link.text, link.target),
-                        format!("[{}](../src/{file}#L{n})", link.text),
-                    ));
-                    continue;
-                }
-                let hint = now_at.map_or(String::new(), |n| {
-                    format!(" (it is now at #L{n}; ECHOD_FIX_DOC_LINKS=1 fixes it)")
-                });
-                let _ = writeln!(errors, "{doc}:{}: [{}]: {why}{hint}", link.line, link.text);
+                let _ = writeln!(errors, "{doc}:{}: [{}]: {why}", link.line, link.text);
             }
-        }
-        if !moves.is_empty() {
-            let path = root().join(doc);
-            let mut lines: Vec<String> = read(doc).split('\n').map(String::from).collect();
-            for (line, old, new) in moves {
-                let text = &mut lines[line - 1];
-                // The link's text and target: two links on one line are fixed apart.
-                *text = text.replacen(&old, &new, 1);
-            }
-            std::fs::write(path, lines.join("\n")).expect("rewrite the doc");
         }
     }
     assert!(

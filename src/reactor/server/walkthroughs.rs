@@ -63,24 +63,27 @@ fn section(doc: &str, heading: &str) -> String {
 }
 
 /// The functions a section links to, in the order it names them: links of the form
-/// [`Name`](../src/FILE.rs#LN) whose line N declares a function (links to types and
-/// constants are skipped).
+/// [`Type::name`](../src/FILE.rs) where FILE declares a function `name` (links to types,
+/// constants and whole files are skipped).
 fn linked_functions(section: &str) -> Vec<Step> {
     let mut steps = Vec::new();
     let mut rest = section;
     while let Some(at) = rest.find("](../src/") {
+        let text = rest[..at].rsplit_once('[').map_or("", |(_, text)| text);
         let target_start = at + "](../".len();
         let end = rest[target_start..].find(')').expect("a link ends") + target_start;
-        let target = &rest[target_start..end];
+        let file = &rest[target_start..end];
         rest = &rest[end..];
-        let (file, anchor) = target.split_once("#L").expect("a code link has #L<line>");
-        let line: usize = anchor.parse().expect("#L<number>");
+        let item = text.trim_matches('`').trim_end_matches("()");
+        let name = item.rsplit("::").next().unwrap_or(item);
         let source = repo_file(file);
-        let declared = source.lines().nth(line - 1).unwrap_or("");
-        if let Some(name) = declared_function(declared) {
+        if source
+            .lines()
+            .any(|l| declared_function(l).as_deref() == Some(name))
+        {
             let step = Step {
                 file: file.to_string(),
-                name,
+                name: name.to_string(),
             };
             // A step named twice in a row ("... calls `f`. `f` then ...") is one step.
             if steps.last() != Some(&step) {
